@@ -1,0 +1,34 @@
+/* buffer.h — growable byte buffers: a plain C struct for scratch work, and
+ * the "omixa.buffer" userdata that owns one (response bodies live here so no
+ * error path can leak them, and big bodies never become a Lua string). */
+#ifndef OMIXA_BUFFER_H
+#define OMIXA_BUFFER_H
+
+#include <stddef.h>
+#include <lua.h>
+
+typedef struct omx_buf {
+    char *data;
+    size_t len, cap;
+} omx_buf;
+
+void omx_buf_init(omx_buf *b);
+/* Make room for EXTRA more bytes; 0 on success, -1 when out of memory. */
+int omx_buf_reserve(omx_buf *b, size_t extra);
+int omx_buf_append(omx_buf *b, const void *p, size_t n);
+void omx_buf_free(omx_buf *b);
+
+#define OMX_BUFFER "omixa.buffer"
+
+/* Push a new empty buffer userdata and return its struct. */
+omx_buf *omx_buffer_push(lua_State *L);
+/* The buffer at IDX, raising when it is not one (or is closed: data NULL is
+ * fine, it just reads as empty). */
+omx_buf *omx_buffer_check(lua_State *L, int idx);
+/* Bytes of a string or buffer argument at IDX; raises on anything else. */
+const char *omx_checkbytes(lua_State *L, int idx, size_t *len);
+
+/* Register core.buffer() and the class into the module table at the top. */
+void omx_buffer_open(lua_State *L);
+
+#endif

@@ -1,0 +1,455 @@
+-- omixa.client — a client: options, the API key, one libcurl session, and
+-- the request cycle (validate, encode, send with the retry policy, parse).
+
+local core = require "omixa.core"
+local schema = require "omixa.schema"
+local images = require "omixa.images"
+local wire = require "omixa.wire"
+local response = require "omixa.response"
+local errors = require "omixa.errors"
+local models = require "omixa.models"
+
+local type, pairs, ipairs, tostring, error, setmetatable, getmetatable =
+  type, pairs, ipairs, tostring, error, setmetatable, getmetatable
+local format, match, lower, find = string.format, string.match, string.lower, string.find
+local floor, min, random = math.floor, math.min, math.random
+local concat = table.concat
+local getenv = os.getenv
+
+local VERSION = "0.1.0"
+local DEFAULT_BASE = "https://www.omixa.cloud/api/v1"
+local MiB = 1024 * 1024
+
+local M = { VERSION = VERSION }
+
+-- Option name -> accepted types ("integer" is a number with an integral value).
+local OPTIONS = {
+  api_key = { "string", "function" }, base_url = { "string" }, model = { "string" },
+  timeout = { "number" }, connect_timeout = { "number" }, idle_timeout = { "number" },
+  max_retries = { "integer" }, retry_unknown = { "boolean" },
+  max_response_bytes = { "integer" }, max_request_bytes = { "integer" },
+  ca_file = { "string" }, ca_path = { "string" }, insecure = { "boolean" },
+  proxy = { "string" }, user_agent = { "string" }, headers = { "table" },
+  strict = { "boolean" }, allow_http = { "boolean" }, concurrency = { "integer" },
+  signing_secret = { "string" }, cache_dir = { "string" }, max_spend = { "string", "number" },
+}
+-- Documented in API.md, built by later work: refused rather than ignored.
+local NOT_YET = { signing_secret = true, cache_dir = true, max_spend = true }
+
+local CALL_OPTIONS = {
+  timeout = { "number" }, connect_timeout = { "number" }, idle_timeout = { "number" },
+  max_retries = { "integer" }, retry_unknown = { "boolean" }, on_progress = { "function" },
+  stream = { "boolean" }, on_partial = { "function" }, on_event = { "function" },
+}
+local CALL_NOT_YET = { stream = true, on_partial = true, on_event = true }
+
+local NON_NEGATIVE = { timeout = true, connect_timeout = true, idle_timeout = true, max_retries = true }
+local POSITIVE = { max_response_bytes = true, max_request_bytes = true, concurrency = true }
+
+local function names(t)
+  local out = {}
+  for k in pairs(t) do out[#out + 1] = k end
+  table.sort(out)
+  return out
+end
+
+local function is_type(v, want)
+  if want == "integer" then
+    return type(v) == "number" and v == floor(v) and v == v and v ~= math.huge
+  end
+  return type(v) == want
+end
+
+-- nil, message for a bad option table; what = "option" or "call option".
+local function check_options(opts, spec, what)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    return nil, format("omixa: %ss must be a table (got %s)", what, type(opts))
+  end
+  for k, v in pairs(opts) do
+    local want = spec[k]
+    if not want then
+      local hint = type(k) == "string" and schema.suggest(k, names(spec))
+      return nil, format("omixa: unknown %s '%s'%s", what, tostring(k),
+        hint and format(" (did you mean '%s'?)", hint) or "")
+    end
+    local ok = false
+    for _, w in ipairs(want) do if is_type(v, w) then ok = true end end
+    if not ok then
+      return nil, format("omixa: %s '%s' must be %s (got %s)", what, k, concat(want, " or "), schema.show(v))
+    end
+    if NON_NEGATIVE[k] and v < 0 then
+      return nil, format("omixa: %s '%s' must not be negative (got %s)", what, k, tostring(v))
+    end
+    if POSITIVE[k] and v <= 0 then
+      return nil, format("omixa: %s '%s' must be positive (got %s)", what, k, tostring(v))
+    end
+  end
+  return opts
+end
+
+-- Host of an http(s) URL, lower-cased, without brackets, port or userinfo.
+local function url_host(url)
+  local authority = match(url, "^[%a][%w%+%.%-]*://([^/?#]*)")
+  if not authority then return nil end
+  authority = match(authority, "@(.*)$") or authority
+  local v6 = match(authority, "^%[([^%]]*)%]")
+  if v6 then return lower(v6) end
+  return lower(match(authority, "^([^:]*)"))
+end
+
+local function origin(url)
+  local o = match(url, "^([%a][%w%+%.%-]*://[^/?#]*)")
+  return o and lower(o)
+end
+
+local function is_loopback(host)
+  return host == "localhost" or host == "::1" or match(host or "", "^127%.%d+%.%d+%.%d+$") ~= nil
+end
+
+local function lua_version()
+  if type(jit) == "table" and jit.version then return jit.version end
+  return _VERSION
+end
+
+local Client = {}
+Client.__index = Client
+Client.__name = "omixa.client"
+
+-- Secrets live outside the client table, so that printing or inspecting a
+-- client (vim.inspect, serpent, ...) can never show them.
+local secrets = setmetatable({}, { __mode = "k" })
+
+function Client.__tostring(c)
+  return format("omixa.client (%s, %s%s)", c.base_url, c.model, c.closed and ", closed" or "")
+end
+
+function M.new(options)
+  local opts, err = check_options(options, OPTIONS, "option")
+  if not opts then error(err, 2) end
+  for k in pairs(opts) do
+    if NOT_YET[k] then
+      error(format("omixa: option '%s' is not available in omixa %s yet", k, VERSION), 2)
+    end
+  end
+  local base = opts.base_url or getenv("OMIXA_BASE_URL") or DEFAULT_BASE
+  if not match(base, "^[Hh][Tt][Tt][Pp][Ss]?://[^/]") then
+    error(format("omixa: base_url must start with http:// or https:// (got %s)", schema.show(base)), 2)
+  end
+  base = base:gsub("/+$", "")
+  local headers = {}
+  if opts.headers then
+    for k, v in pairs(opts.headers) do
+      if type(k) ~= "string" or not match(k, "^[%w!#$%%&'*+%-.^_`|~]+$") then
+        error(format("omixa: option 'headers' has an invalid header name %s", schema.show(k)), 2)
+      end
+      if type(v) ~= "string" or find(v, "[\r\n%z]") then
+        error(format("omixa: option 'headers' value of '%s' must be a string without line breaks", k), 2)
+      end
+      headers[#headers + 1] = { k, v }
+    end
+    table.sort(headers, function(a, b) return a[1] < b[1] end)
+  end
+  local env_key = getenv("OMIXA_API_KEY")
+  local self = setmetatable({
+    base_url = base,
+    model = opts.model or getenv("OMIXA_MODEL") or models.default,
+    timeout = opts.timeout or 300,
+    connect_timeout = opts.connect_timeout or 10,
+    idle_timeout = opts.idle_timeout or 120,
+    max_retries = opts.max_retries or 2,
+    retry_unknown = opts.retry_unknown == true,
+    max_response_bytes = opts.max_response_bytes or 256 * MiB,
+    max_request_bytes = opts.max_request_bytes or 20 * MiB,
+    ca_file = opts.ca_file, ca_path = opts.ca_path, insecure = opts.insecure == true,
+    proxy = opts.proxy,
+    user_agent = opts.user_agent or format("omixa-lua/%s %s %s", VERSION,
+      match(core.curl_version(), "^(%S+)") or "libcurl", lua_version()),
+    strict = opts.strict ~= false,
+    allow_http = opts.allow_http == true,
+    concurrency = opts.concurrency or 4,
+    extra_headers = headers,
+    closed = false,
+  }, Client)
+  secrets[self] = { key = opts.api_key or (env_key ~= "" and env_key or nil) }
+  return self
+end
+
+local function check_open(self, level)
+  if getmetatable(self) ~= Client then
+    error("omixa: expected a client (use client:generate, not client.generate)", level + 1)
+  end
+  if self.closed then error("omixa: the client is closed", level + 1) end
+end
+
+function Client:close()
+  if getmetatable(self) ~= Client then error("omixa: expected a client", 2) end
+  if not self.closed then
+    self.closed = true
+    local s = secrets[self]
+    if s and s.session then s.session:close() end
+    secrets[self] = nil
+  end
+end
+Client.__close = Client.close
+Client.__gc = Client.close
+
+local function session_of(self)
+  local s = secrets[self]
+  if not s.session then s.session = core.session() end
+  return s.session
+end
+
+-- The key for this request: the option (called when a function), else nil.
+local function api_key(self)
+  local k = secrets[self].key
+  if type(k) == "function" then k = k() end
+  if k == "" then k = nil end
+  if k ~= nil and type(k) ~= "string" then
+    return nil, "the api_key function returned " .. type(k) .. ", not a string"
+  end
+  if k and find(k, "[\r\n%z]") then return nil, "the API key contains a line break" end
+  return k
+end
+
+local function config_error(self, message, key)
+  return nil, errors.new{ kind = "config", message = message, attempts = 0, secrets = { key } }
+end
+
+-- Validate the request and its call options (raising on misuse) and encode
+-- the body. Level counts from the public function's caller.
+local function build(self, request, call_opts, level)
+  check_open(self, level + 1)
+  local co, err = check_options(call_opts, CALL_OPTIONS, "call option")
+  if not co then error(err, level + 1) end
+  for k in pairs(co) do
+    if CALL_NOT_YET[k] then
+      error(format("omixa: call option '%s' is not available in omixa %s yet", k, VERSION), level + 1)
+    end
+  end
+  local prepared
+  prepared, err = schema.check(request, { model = self.model, strict = self.strict, image = images.resolve })
+  if not prepared then error(err, level + 1) end
+  local body = wire.encode(prepared)
+  if #body > self.max_request_bytes then
+    error(format("omixa: the request body is %.1f MiB, over max_request_bytes (%.1f MiB) by %d bytes",
+      #body / MiB, self.max_request_bytes / MiB, #body - self.max_request_bytes), level + 1)
+  end
+  return prepared, body, co
+end
+
+-- Request headers as "Name: value" lines; the user's extra headers replace
+-- ours of the same name.
+local function header_lines(self, key, streaming)
+  local lines, seen = {}, {}
+  for _, h in ipairs(self.extra_headers) do seen[lower(h[1])] = true end
+  local function add(name, value)
+    if not seen[lower(name)] then lines[#lines + 1] = name .. ": " .. value end
+  end
+  if key then add("Authorization", "Bearer " .. key) end
+  add("Content-Type", "application/json")
+  add("Accept", streaming and "text/event-stream" or "application/json")
+  for _, h in ipairs(self.extra_headers) do lines[#lines + 1] = h[1] .. ": " .. h[2] end
+  return lines
+end
+
+local function transfer_options(self, co, req)
+  req.timeout = co.timeout or self.timeout
+  req.connect_timeout = co.connect_timeout or self.connect_timeout
+  req.idle_timeout = co.idle_timeout or self.idle_timeout
+  req.ca_file, req.ca_path, req.insecure = self.ca_file, self.ca_path, self.insecure
+  req.proxy, req.user_agent = self.proxy, self.user_agent
+  req.max_response_bytes = self.max_response_bytes
+  return req
+end
+
+-- The on_progress adapter curl's callback calls (through a trampoline).
+local function progress_adapter(on_progress, attempt, state)
+  if not on_progress then return nil end
+  return function(phase, sent, send_total, received, receive_total)
+    local p = { phase = phase, sent = sent, send_total = send_total,
+                received = received, receive_total = receive_total, attempt = attempt }
+    state.last = p
+    return on_progress(p)
+  end
+end
+
+-- Fetch an url-only image: http(s) only, the same size limit, and the key
+-- only when the image lives on the service's own origin.
+local function downloader(self, co, key)
+  return function(url)
+    if not match(url, "^[Hh][Tt][Tt][Pp][Ss]?://") then
+      return nil, { kind = "protocol", message = "image url is not http(s): " .. url:sub(1, 200), maybe_billed = true }
+    end
+    local hdrs = {}
+    if key and origin(url) == origin(self.base_url) then hdrs[1] = "Authorization: Bearer " .. key end
+    if match(lower(url), "^http://") and not self.allow_http and not is_loopback(url_host(url)) and hdrs[1] then
+      hdrs = {}
+    end
+    local res, terr = session_of(self):perform(transfer_options(self, co,
+      { url = url, method = "GET", headers = hdrs }))
+    if not res then
+      terr.maybe_billed = true
+      terr.body = terr.body and terr.body:string(1, 2048)
+      return nil, terr
+    end
+    local status = res.status or 0
+    if status < 200 or status > 299 then
+      return nil, { kind = "api", status = status, maybe_billed = true, body = res.body:string(1, 2048),
+                    message = format("downloading the image from its url failed with HTTP %d", status) }
+    end
+    local ctype = lower(res.headers["content-type"] or "")
+    local bytes = res.body:string()
+    res.body:close()
+    return bytes, match(ctype, "^(image/[^;%s]+)")
+  end
+end
+
+-- Whether an attempt's failure may be tried again under the policy.
+local function may_retry(f, curl_code, retry_unknown)
+  if f.kind == "api" then return errors.retry_status[f.status] == true end
+  if f.maybe_billed then return retry_unknown and f.kind ~= "cancelled" and f.kind ~= "too_large" end
+  if f.kind == "network" or f.kind == "timeout" then return not f.sent end
+  if f.kind == "tls" then return curl_code == 35 and not f.sent end
+  return false
+end
+
+local function backoff(k)
+  local base = min(0.5 * 2 ^ k, 8)
+  return base - base * 0.25 * random()
+end
+
+local MAX_RETRY_AFTER = 60
+
+-- One request with the retry policy; the body is already encoded.
+local function send(self, prepared, body, co)
+  local key, kerr = api_key(self)
+  if kerr then return config_error(self, kerr) end
+  local host = url_host(self.base_url)
+  if match(lower(self.base_url), "^http://") and not self.allow_http and not is_loopback(host) then
+    return config_error(self, format("refusing to send the API key in clear text to %s: use https, or allow_http = true", host), key)
+  end
+  if not key and not is_loopback(host) then
+    return config_error(self, "no API key: set OMIXA_API_KEY or pass api_key to omixa.new")
+  end
+  local max_retries = co.max_retries or self.max_retries
+  local retry_unknown = co.retry_unknown
+  if retry_unknown == nil then retry_unknown = self.retry_unknown end
+  local url = self.base_url .. "/images/generations"
+  local started = core.now()
+  local session = session_of(self)
+  local state = {}
+  local attempt = 0
+  while true do
+    attempt = attempt + 1
+    if attempt > 1 then -- the key may have rotated
+      key, kerr = api_key(self)
+      if kerr then return config_error(self, kerr) end
+    end
+    local req = transfer_options(self, co, {
+      url = url, method = "POST", body = body, headers = header_lines(self, key, false),
+      progress = progress_adapter(co.on_progress, attempt, state),
+    })
+    local res, terr = session:perform(req)
+    local f, curl_code
+    if res then
+      if co.on_progress then
+        local p = state.last or {}
+        local go_on = co.on_progress({ phase = "decoding", sent = p.sent or #body, send_total = #body,
+          received = res.body:len(), receive_total = res.body:len(), attempt = attempt })
+        if go_on == false then
+          res.body:close()
+          f = { kind = "cancelled", message = "cancelled by the progress callback", maybe_billed = true,
+                status = res.status }
+        end
+      end
+      if not f then
+        local imgs, info = response.parse(res.status, res.headers, res.body,
+          { model = prepared.model, download = downloader(self, co, key) })
+        res.body:close()
+        if imgs then
+          info.attempts = attempt
+          info.elapsed = core.now() - started
+          return imgs, info
+        end
+        f = info
+        f.sent = true
+      end
+    else
+      f = terr
+      curl_code = terr.curl_code
+      local st = terr.status
+      f.maybe_billed = terr.sent and f.kind ~= "config" and (st == nil or (st >= 200 and st <= 299))
+      f.body = terr.body and terr.body:string(1, 2048)
+      if terr.headers then f.request_id = response.request_id(terr.headers) end
+      f.headers, f.curl_code, f.received = nil, nil, nil
+    end
+    f.attempts = attempt
+    local retry = may_retry(f, curl_code, retry_unknown)
+    f.retryable = retry or f.maybe_billed or (f.kind == "api" and errors.retry_status[f.status] == true)
+    f.secrets = { key }
+    if not retry or attempt > max_retries then
+      return nil, errors.new(f)
+    end
+    local wait = f.retry_after
+    if wait and wait > MAX_RETRY_AFTER then
+      return nil, errors.new(f)
+    end
+    core.sleep(wait or backoff(attempt - 1))
+  end
+end
+
+function Client:generate(request, call_opts)
+  local prepared, body, co = build(self, request, call_opts, 2)
+  return send(self, prepared, body, co)
+end
+
+-- Own transport: the request as plain data, and a parser for the answer.
+function Client:prepare(request, call_opts)
+  local _, body = build(self, request, call_opts, 2)
+  local key, kerr = api_key(self)
+  if kerr then return config_error(self, kerr) end
+  local headers = {}
+  for _, line in ipairs(header_lines(self, key, false)) do
+    local k, v = match(line, "^([^:]+): (.*)$")
+    headers[k] = v
+  end
+  headers["User-Agent"] = headers["User-Agent"] or self.user_agent
+  return { method = "POST", url = self.base_url .. "/images/generations", headers = headers, body = body }
+end
+
+function Client:parse(status, body, headers)
+  check_open(self, 2)
+  if type(status) ~= "number" then error("omixa: parse: status must be a number", 2) end
+  if type(body) ~= "string" then error("omixa: parse: body must be a string", 2) end
+  local h = {}
+  if headers ~= nil then
+    if type(headers) ~= "table" then error("omixa: parse: headers must be a table", 2) end
+    for k, v in pairs(headers) do
+      if type(k) == "string" then
+        h[lower(k)] = type(v) == "table" and concat(v, ", ") or tostring(v)
+      end
+    end
+  end
+  local key = api_key(self)
+  local imgs, info = response.parse(status, h, body,
+    { model = self.model, download = downloader(self, {}, key) })
+  if imgs then
+    info.attempts, info.elapsed = 1, 0
+    return imgs, info
+  end
+  info.attempts = 1
+  info.secrets = { key }
+  return nil, errors.new(info)
+end
+
+-- The body as it would be sent, image data replaced by its byte count
+-- (the CLI's --dry-run). Raises on misuse like generate.
+function M.dry_run(self, request)
+  local prepared = build(self, request, nil, 2)
+  return wire.encode(prepared, true)
+end
+
+M.Client = Client
+M.is_client = function(v) return getmetatable(v) == Client end
+return M

@@ -1,0 +1,150 @@
+-- omixa.images — image helpers (read, sniff, data URLs, atomic save) and the
+-- resolver that turns each input image a request names into wire data.
+
+local core = require "omixa.core"
+local schema = require "omixa.schema"
+
+local type, tostring = type, tostring
+local open, remove, rename = io.open, os.remove, os.rename
+local format, match = string.format, string.match
+
+local images = {}
+
+images.sniff = core.sniff
+images.b64encode = core.b64encode
+images.b64decode = core.b64decode
+
+local function fail(fmt, ...)
+  return nil, "omixa: " .. format(fmt, ...)
+end
+
+local function read_file(path)
+  local f, err = open(path, "rb")
+  if not f then return nil, err end
+  local bytes = f:read("*a")
+  f:close()
+  if not bytes then return nil, path .. ": read failed" end
+  return bytes
+end
+
+-- omixa.read_image(path) -> bytes, mime | nil, message
+function images.read_image(path)
+  if type(path) ~= "string" then
+    error("omixa: read_image: path must be a string (got " .. type(path) .. ")", 2)
+  end
+  local bytes, err = read_file(path)
+  if not bytes then return nil, "omixa: cannot read image: " .. tostring(err) end
+  local info = core.sniff(bytes)
+  if not info then
+    return nil, format("omixa: %s is not a PNG, JPEG, WebP, GIF, HEIC/HEIF or AVIF image", path)
+  end
+  return bytes, info.mime
+end
+
+-- omixa.data_url(bytes [, mime]) -> "data:image/png;base64,..."
+function images.data_url(bytes, mime)
+  if type(bytes) ~= "string" then
+    error("omixa: data_url: bytes must be a string (got " .. type(bytes) .. ")", 2)
+  end
+  if mime == nil then
+    local info = core.sniff(bytes)
+    if not info then error("omixa: data_url: bytes are not a known image type; pass a mime", 2) end
+    mime = info.mime
+  elseif type(mime) ~= "string" or not match(mime, "^[%w%.%+%-]+/[%w%.%+%-]+$") then
+    error("omixa: data_url: mime must be a type/subtype string (got " .. tostring(mime) .. ")", 2)
+  end
+  return "data:" .. mime .. ";base64," .. core.b64encode(bytes)
+end
+
+-- omixa.save(bytes, path) -> true | nil, message. Atomic: a temporary file
+-- beside PATH, then rename, so a reader never sees half an image.
+local counter = 0
+function images.save(bytes, path)
+  if type(bytes) ~= "string" then
+    error("omixa: save: bytes must be a string (got " .. type(bytes) .. ")", 2)
+  end
+  if type(path) ~= "string" or path == "" then
+    error("omixa: save: path must be a non-empty string", 2)
+  end
+  counter = counter + 1
+  local tmp = format("%s.%s-%d.tmp", path, tostring({}):match("0x(%x+)") or "t", counter)
+  local f, err = open(tmp, "wb")
+  if not f then return nil, "omixa: cannot write " .. path .. ": " .. tostring(err) end
+  local ok, werr = f:write(bytes)
+  local closed, cerr = f:close()
+  if not ok or not closed then
+    remove(tmp)
+    return nil, "omixa: cannot write " .. path .. ": " .. tostring(werr or cerr)
+  end
+  local renamed, rerr = rename(tmp, path)
+  if not renamed then
+    remove(tmp)
+    return nil, "omixa: cannot write " .. path .. ": " .. tostring(rerr)
+  end
+  return true
+end
+
+local function from_bytes(bytes, mime, where)
+  if mime == nil then
+    local info = core.sniff(bytes)
+    if not info then
+      return fail("field '%s' is not a PNG, JPEG, WebP, GIF, HEIC/HEIF or AVIF image (pass mime = ... for other types)", where)
+    end
+    mime = info.mime
+  elseif type(mime) ~= "string" or not schema.image_mimes[mime:lower()] then
+    return fail("field '%s' has mime %s; accepted are image/png, image/jpeg, image/webp, image/gif, image/heic, image/heif, image/avif",
+      where, schema.show(mime))
+  end
+  return { mime = mime:lower(), bytes = #bytes, data = bytes }
+end
+
+local function from_data_url(url, where)
+  local mime, at = schema.check_data_url(url, where)
+  if not mime then return nil, at end
+  local bytes, err = core.b64decode(url:sub(at))
+  if not bytes then return fail("field '%s' has invalid base64 data: %s", where, err) end
+  return { mime = mime, bytes = #bytes, url = url }
+end
+
+local function from_path(path, where)
+  if path == "" then return fail("field '%s' is an empty path", where) end
+  local bytes, err = read_file(path)
+  if not bytes then return fail("field '%s': cannot read image file: %s", where, tostring(err)) end
+  return from_bytes(bytes, nil, where)
+end
+
+-- Resolve one input image item (see API.md "Requests") into
+-- { mime =, bytes = <size>, data = <raw bytes> | url = <data URL> }.
+function images.resolve(item, where)
+  local t = type(item)
+  if t == "string" then
+    if match(item, "^data:") then return from_data_url(item, where) end
+    if match(item, "^[%a][%w%+%.%-]*://") then
+      return fail("field '%s' is a remote URL; the service wants inline data: give a file path, bytes or a data: URL", where)
+    end
+    return from_path(item, where)
+  elseif t == "table" then
+    if item.type == "image_url" then
+      local iu = item.image_url
+      if type(iu) ~= "table" or type(iu.url) ~= "string" then
+        return fail("field '%s' must be { type = \"image_url\", image_url = { url = \"data:...\" } }", where)
+      end
+      if match(iu.url, "^[%a][%w%+%.%-]*://") then
+        return fail("field '%s' is a remote URL; the service wants inline data: give a file path, bytes or a data: URL", where)
+      end
+      return from_data_url(iu.url, where)
+    elseif item.path ~= nil then
+      if type(item.path) ~= "string" then return fail("field '%s.path' must be a string", where) end
+      return from_path(item.path, where)
+    elseif item.bytes ~= nil then
+      if type(item.bytes) ~= "string" or item.bytes == "" then
+        return fail("field '%s.bytes' must be a non-empty string", where)
+      end
+      return from_bytes(item.bytes, item.mime, where)
+    end
+    return fail("field '%s' must have path, bytes or the image_url wire form", where)
+  end
+  return fail("field '%s' must be a file path, a data: URL or a table (got %s)", where, schema.show(item))
+end
+
+return images

@@ -1,0 +1,188 @@
+-- omixa.response — a complete HTTP response into images, info or the fields
+-- of an error. The big base64 strings are decoded in C (core.decode_images)
+-- and only the small remainder of the JSON goes through lua-cjson.
+
+local core = require "omixa.core"
+local cjson = require("cjson.safe").new()
+
+local type, ipairs, tonumber, tostring = type, ipairs, tonumber, tostring
+local floor = math.floor
+local match, lower, sub, format = string.match, string.lower, string.sub, string.format
+
+local response = {}
+
+local EXCERPT = 2048
+
+local function excerpt(body)
+  if type(body) == "string" then return sub(body, 1, EXCERPT) end
+  return body:string(1, EXCERPT)
+end
+
+local function body_string(body)
+  if type(body) == "string" then return body end
+  return body:string()
+end
+
+function response.request_id(headers)
+  return headers["x-request-id"] or headers["request-id"] or headers["x-omixa-request-id"]
+end
+
+local MONTHS = { jan = 1, feb = 2, mar = 3, apr = 4, may = 5, jun = 6,
+                 jul = 7, aug = 8, sep = 9, oct = 10, nov = 11, dec = 12 }
+
+-- Seconds since the epoch of a UTC civil date (no time zone library needed).
+local function utc_epoch(y, m, d, hh, mm, ss)
+  if m <= 2 then y = y - 1 end
+  local era = floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
+  local days = era * 146097 + doe - 719468
+  return days * 86400 + hh * 3600 + mm * 60 + ss
+end
+
+-- Seconds to wait from Retry-After (delta seconds or an HTTP date) and
+-- retry-after-ms (which wins); nil when neither says anything usable.
+function response.retry_after(headers, now)
+  local ms = tonumber(headers["retry-after-ms"] or "")
+  if ms and ms >= 0 then return ms / 1000 end
+  local ra = headers["retry-after"]
+  if not ra then return nil end
+  local secs = tonumber(ra)
+  if secs then return secs >= 0 and secs or nil end
+  local d, mon, y, hh, mm, ss = match(ra, "%a+,%s*(%d+)[%s%-](%a+)[%s%-](%d+)%s+(%d+):(%d+):(%d+)")
+  if not d or not MONTHS[lower(mon)] then return nil end
+  y = tonumber(y)
+  if y < 100 then y = y + 1900 end
+  local at = utc_epoch(y, MONTHS[lower(mon)], tonumber(d), tonumber(hh), tonumber(mm), tonumber(ss))
+  local wait = at - (now or os.time())
+  return wait > 0 and wait or 0
+end
+
+-- The error fields of a non-2xx response.
+local function api_error(status, headers, body)
+  local text = excerpt(body)
+  local f = { kind = "api", status = status, body = text,
+              request_id = response.request_id(headers),
+              retry_after = response.retry_after(headers) }
+  local doc = match(text, "^%s*{") and cjson.decode(body_string(body))
+  local env = type(doc) == "table" and doc.error
+  if type(env) == "table" then
+    if type(env.message) == "string" then f.message = env.message end
+    if type(env.type) == "string" then f.type = env.type end
+    if type(env.code) == "string" or type(env.code) == "number" then f.code = tostring(env.code) end
+  elseif type(env) == "string" then
+    f.message = env
+  end
+  if not f.message then
+    f.message = format("HTTP %d from the service%s", status,
+      match(headers["content-type"] or "", "html") and " (an HTML page, likely from a proxy)" or "")
+  end
+  return f
+end
+
+local function protocol(status, headers, body, message)
+  return { kind = "protocol", status = status, message = message, body = excerpt(body),
+           request_id = response.request_id(headers) }
+end
+
+local function image_info(bytes, fallback_mime)
+  local s = core.sniff(bytes)
+  local info = { bytes = #bytes }
+  if s then
+    info.mime, info.format, info.width, info.height = s.mime, s.format, s.width, s.height
+  elseif fallback_mime then
+    info.mime = fallback_mime
+    info.format = match(fallback_mime, "^image/([%w%.%+%-]+)")
+  end
+  return info
+end
+
+local function as_integer(v)
+  if type(v) == "number" and v == floor(v) then return floor(v) end
+  return v
+end
+
+-- response.parse(status, headers, body, ctx) -> images, info | nil, fields
+--   headers: lower-case names; body: string or omixa.buffer
+--   ctx.model: the model asked for; ctx.download(url) -> bytes, mime | nil, fields
+function response.parse(status, headers, body, ctx)
+  if type(status) ~= "number" then
+    return nil, { kind = "protocol", message = "no HTTP status in the response" }
+  end
+  if status < 200 or status > 299 then
+    return nil, api_error(status, headers, body)
+  end
+  local request_id = response.request_id(headers)
+  local ctype = lower(headers["content-type"] or "")
+  local info = { model = ctx.model, request_id = request_id, cached = false, images = {} }
+
+  if match(ctype, "^image/") then
+    local bytes = body_string(body)
+    if bytes == "" then
+      return nil, { kind = "no_image", status = status, request_id = request_id,
+                    message = "the service answered with an empty image body" }
+    end
+    info.images[1] = image_info(bytes, match(ctype, "^([^;%s]+)"))
+    return { bytes }, info
+  end
+
+  local imgs, rest, what = core.decode_images(body)
+  if not imgs then
+    return nil, protocol(status, headers, body,
+      (what == "base64" and "bad base64 in the response: " or "malformed JSON in the response: ") .. rest)
+  end
+  local doc, jerr = cjson.decode(rest)
+  if doc == nil then
+    return nil, protocol(status, headers, body, "malformed JSON in the response: " .. tostring(jerr))
+  end
+  if type(doc) ~= "table" then
+    return nil, protocol(status, headers, body, "the response is not a JSON object")
+  end
+  if type(doc.error) == "table" then
+    local f = api_error(status, headers, body)
+    return nil, f
+  end
+
+  local out = {}
+  local data = doc.data
+  if type(data) == "table" then
+    for _, item in ipairs(data) do
+      if type(item) == "table" then
+        local b, url, bytes, mime = item.b64_json, item.url, nil, nil
+        if type(b) == "number" then
+          bytes = imgs[b]
+        elseif type(url) == "string" and url ~= "" then
+          local err
+          bytes, mime = ctx.download(url)
+          if not bytes then
+            err = mime
+            return nil, err
+          end
+        end
+        if bytes then
+          out[#out + 1] = bytes
+          local ii = image_info(bytes, mime)
+          if type(item.revised_prompt) == "string" then ii.revised_prompt = item.revised_prompt end
+          info.images[#out] = ii
+        end
+      end
+    end
+  end
+  if #out == 0 then
+    return nil, { kind = "no_image", status = status, request_id = request_id, body = excerpt(body),
+                  message = "the service answered " .. status .. " without an image" }
+  end
+  info.created = as_integer(doc.created)
+  if type(doc.model) == "string" then info.model = doc.model end
+  if type(doc.usage) == "table" then
+    info.usage = doc.usage
+    local billed = doc.usage.billed_amount
+    if type(billed) == "string" then info.billed_amount = billed
+    elseif type(billed) == "number" then info.billed_amount = format("%.6f", billed) end
+  end
+  return out, info
+end
+
+return response

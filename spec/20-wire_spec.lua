@@ -16,6 +16,7 @@ describe("the request on the wire", function()
   before_each(function() srv:reset() end)
 
   local function sent(request)
+    srv:reset()
     local images, err = client:generate(request)
     assert.is_table(images, tostring(err))
     local reqs = srv:requests()

@@ -62,7 +62,7 @@ typedef struct session {
     curl_off_t upload_total;    /* request body size */
     double idle_timeout, last_rx_time, last_call;
     curl_off_t last_rx;
-    int got_headers, phase;
+    int got_headers, headers_done, phase;
     enum abort_reason abort;
     char errbuf[CURL_ERROR_SIZE];
 } session;
@@ -88,8 +88,12 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     session *s = (session *)ud;
     size_t len = size * n;
-    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0)
+    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
         s->head.len = 0; /* a new response (after 1xx, or a proxy's CONNECT) */
+        s->headers_done = 0;
+    } else if ((len == 2 && p[0] == '\r') || (len == 1 && p[0] == '\n')) {
+        s->headers_done = 1;
+    }
     s->got_headers = 1;
     if (omx_buf_append(&s->head, p, len) != 0) {
         s->abort = AB_NOMEM;
@@ -380,7 +384,7 @@ static void push_headers(lua_State *L, const omx_buf *h)
     }
 }
 
-static const char *kind_of(CURLcode rc, enum abort_reason ab)
+static const char *kind_of(CURLcode rc, enum abort_reason ab, int headers_done)
 {
     switch (ab) {
     case AB_CANCEL: return "cancelled";
@@ -400,7 +404,11 @@ static const char *kind_of(CURLcode rc, enum abort_reason ab)
     case CURLE_SSL_INVALIDCERTSTATUS: case CURLE_USE_SSL_FAILED:
     case CURLE_SSL_SHUTDOWN_FAILED: case CURLE_SSL_CLIENTCERT:
         return "tls";
-    case CURLE_PARTIAL_FILE: case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_PARTIAL_FILE:
+        /* A body cut short is a truncated response; a header block cut
+         * short is a cut connection. */
+        return headers_done ? "protocol" : "network";
+    case CURLE_WEIRD_SERVER_REPLY:
     case CURLE_BAD_CONTENT_ENCODING: case CURLE_HTTP2_STREAM:
         return "protocol";
     case CURLE_UNSUPPORTED_PROTOCOL: case CURLE_URL_MALFORMAT:
@@ -420,7 +428,8 @@ static const char *message_of(session *s, CURLcode rc)
     default: break;
     }
     if (rc == CURLE_PARTIAL_FILE)
-        return "response body truncated (connection closed early)";
+        return s->headers_done ? "response body truncated (connection closed early)"
+                               : "connection closed in the middle of the response headers";
     return s->errbuf[0] ? s->errbuf : curl_easy_strerror(rc);
 }
 
@@ -480,6 +489,7 @@ static int session_perform(lua_State *L)
     s->err_index = 0;
     s->head.len = 0;
     s->got_headers = 0;
+    s->headers_done = 0;
     s->phase = PH_NONE;
     s->last_call = 0;
     s->last_rx = 0;
@@ -512,7 +522,7 @@ static int session_perform(lua_State *L)
         lua_setfield(L, -2, "body");
         return 1;
     }
-    lua_pushstring(L, kind_of(rc, s->abort));
+    lua_pushstring(L, kind_of(rc, s->abort, s->headers_done));
     lua_setfield(L, -2, "kind");
     lua_pushstring(L, message_of(s, rc));
     lua_setfield(L, -2, "message");

@@ -73,7 +73,9 @@ asan:
 test:
 	@sh spec/run-all
 
-demo: all
+demo:
+	@sh .ci/deps demo
+	@$(MAKE) -s all
 	@sh examples/demo.sh
 
 lint:

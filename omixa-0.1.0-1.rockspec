@@ -1,0 +1,51 @@
+-- omixa: Lua table in, image bytes out, through the Omixa image service.
+rockspec_format = "3.0"
+package = "omixa"
+version = "0.1.0-1"
+source = {
+  url = "git+https://omixa.invalid/omixa-lua.git",
+  tag = "v0.1.0",
+}
+description = {
+  summary = "Image generation for Lua (Neovim, LÖVE, OpenResty, scripts) through the Omixa image service",
+  detailed = [[
+A C core over libcurl with a thin Lua layer: validated requests, one reusable
+connection per client, images decoded in C straight into Lua strings, errors
+you can act on, and a local stand-in service for offline work and tests.]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.1, < 5.5",
+  "lua-cjson >= 2.1",
+}
+-- libcurl's headers and library are found by the compiler's default paths
+-- (Debian keeps curl/curl.h under the multiarch include directory, which
+-- luarocks' own header search does not look in).
+build = {
+  type = "builtin",
+  modules = {
+    ["omixa.core"] = {
+      sources = {
+        "src/omixa_core.c", "src/compat.c", "src/buffer.c", "src/base64.c",
+        "src/sniff.c", "src/json.c", "src/transport.c",
+      },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+      libraries = { "curl" },
+    },
+    ["omixa"] = "lua/omixa/init.lua",
+    ["omixa.cli"] = "lua/omixa/cli.lua",
+    ["omixa.client"] = "lua/omixa/client.lua",
+    ["omixa.errors"] = "lua/omixa/errors.lua",
+    ["omixa.images"] = "lua/omixa/images.lua",
+    ["omixa.models"] = "lua/omixa/models.lua",
+    ["omixa.response"] = "lua/omixa/response.lua",
+    ["omixa.schema"] = "lua/omixa/schema.lua",
+    ["omixa.wire"] = "lua/omixa/wire.lua",
+    ["omixa.serve"] = "lua/omixa/serve/init.lua",
+    ["omixa.serve.handler"] = "lua/omixa/serve/handler.lua",
+    ["omixa.serve.png"] = "lua/omixa/serve/png.lua",
+  },
+  install = {
+    bin = { omixa = "bin/omixa" },
+  },
+}

@@ -20,10 +20,10 @@ local ngx = ngx
 local cjson = require "cjson.safe"
 local png = require "omixa.serve.png"
 
-local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
+local type, pairs, ipairs, tostring, tonumber, next = type, pairs, ipairs, tostring, tonumber, next
 local floor, max, min, random = math.floor, math.max, math.min, math.random
-local concat, insert, remove = table.concat, table.insert, table.remove
-local format, sub, gsub, find, rep = string.format, string.sub, string.gsub, string.find, string.rep
+local concat, remove = table.concat, table.remove
+local format, sub, gsub, find = string.format, string.sub, string.gsub, string.find
 
 local has_schema, schema = pcall(require, "omixa.schema")
 if not has_schema then schema = nil end
@@ -72,11 +72,13 @@ local function read_file(path)
   return s
 end
 
--- Called from init_by_lua with { key_file = path|nil, scheme =, port = }.
+-- Called from init_by_lua with { key_file = path|nil, scheme =, port =,
+-- watch_pid = pid|nil }.
 function M.init(opts)
   opts = opts or {}
   cfg.scheme = opts.scheme or "http"
   cfg.port = opts.port
+  cfg.watch_pid = tonumber(opts.watch_pid)
   if opts.key_file then
     local k = read_file(opts.key_file)
     if k then
@@ -89,6 +91,24 @@ function M.init(opts)
   fixtures.jpeg = read_file(dir .. "image.jpg")
   fixtures.webp = read_file(dir .. "image.webp")
   random() -- the launcher seeds through math.randomseed in init_by_lua
+end
+
+-- With watch_pid: stop this nginx (SIGTERM to itself, a clean fast
+-- shutdown) once that process is gone, so a test run that dies never leaves
+-- a stand-in behind.
+function M.init_worker()
+  if not cfg.watch_pid then return end
+  local ffi = require "ffi"
+  pcall(ffi.cdef, "int kill(int pid, int sig); int getpid(void);")
+  local ESRCH, SIGTERM = 3, 15
+  local function check(premature)
+    if premature then return end
+    if ffi.C.kill(cfg.watch_pid, 0) ~= 0 and ffi.errno() == ESRCH then
+      ngx.log(ngx.WARN, "omixa serve: watched process ", cfg.watch_pid, " is gone; stopping")
+      ffi.C.kill(ffi.C.getpid(), SIGTERM)
+    end
+  end
+  ngx.timer.every(1, check)
 end
 
 -- JSON text ------------------------------------------------------------------
@@ -390,7 +410,8 @@ local function fault_response(f)
   elseif kind == "html" then
     local title = status .. " " .. (REASONS[status] or "Error")
     return new_response(status, format(
-      "<html>\r\n<head><title>%s</title></head>\r\n<body>\r\n<center><h1>%s</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+      "<html>\r\n<head><title>%s</title></head>\r\n<body>\r\n<center><h1>%s</h1></center>\r\n"
+      .. "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
       title, title), "text/html")
   elseif kind == "empty" then
     return new_response(status, "", f.content_type or "application/json")
@@ -525,7 +546,8 @@ local function send_stream(req, spec, f)
         '"created_at":' .. created,
         '"output_format":' .. jstr(req.output_format or "png") })
       if f.stream_error then
-        event("error", { '"error":{"message":"The provider failed while generating.","type":"server_error","code":"stream_error"}' })
+        event("error", { '"error":' .. sub(envelope(500, "server_error", "stream_error",
+          "The provider failed while generating."), 10, -2) })
         return ngx.exit(ngx.OK)
       end
     end
@@ -630,7 +652,9 @@ local function control(uri, method)
     if method == "DELETE" then faults = {}; return send_json({ ok = true, queued = 0 }) end
     if method == "POST" or method == "PUT" then
       local list = cjson.decode(read_body())
-      if type(list) ~= "table" then return simple(422, "faults: body must be a JSON array of fault objects", "validation_error") end
+      if type(list) ~= "table" then
+        return simple(422, "faults: body must be a JSON array of fault objects", "validation_error")
+      end
       if list[1] == nil and next(list) ~= nil then list = { list } end -- one object
       for _, f in ipairs(list) do
         if type(f) ~= "table" then return simple(422, "faults: each fault must be a JSON object", "validation_error") end

@@ -31,6 +31,7 @@ DIR/pid); `omixa serve --stop DIR` stops it.
   --daemon        start in the background and exit 0
   --key-file F    require "Authorization: Bearer <key>" with the key in F;
                   the environment variable OMIXA_SERVE_KEY does the same
+  --watch-pid P   stop by itself once process P is gone (for test runners)
   --stop DIR      stop the stand-in whose state is in DIR
 
 Environment: OMIXA_SERVE_KEY, OMIXA_NGINX (nginx binary),
@@ -195,6 +196,13 @@ local function parse(argv)
       v, err = value(a)
       if not v then return nil, err end
       o.key_file = v
+    elseif a == "--watch-pid" then
+      v, err = value(a)
+      if not v then return nil, err end
+      o.watch_pid = tonumber(v)
+      if not o.watch_pid or o.watch_pid < 1 or o.watch_pid ~= math.floor(o.watch_pid) then
+        return nil, "--watch-pid must be a process id (got " .. v .. ")"
+      end
     elseif a == "--stop" then
       v, err = value(a)
       if not v then return nil, err end
@@ -342,9 +350,10 @@ local function nginx_conf(o, port, mods, key_file)
   if mods.ndk then lines[#lines + 1] = "load_module " .. nginx_quote(mods.ndk) .. ";" end
   lines[#lines + 1] = "load_module " .. nginx_quote(mods.lua) .. ";"
   local init = string.format(
-    "math.randomseed(%d) require(%q).init({ key_file = %s, scheme = %q, port = %d })",
+    "math.randomseed(%d) require(%q).init({ key_file = %s, scheme = %q, port = %d, watch_pid = %s })",
     math.random(1, 2 ^ 30), "omixa.serve.handler",
-    key_file and lua_long(key_file) or "nil", o.tls and "https" or "http", port)
+    key_file and lua_long(key_file) or "nil", o.tls and "https" or "http", port,
+    o.watch_pid and tostring(o.watch_pid) or "nil")
   local http = {
     "events { worker_connections 1024; }",
     "http {",
@@ -365,6 +374,7 @@ local function nginx_conf(o, port, mods, key_file)
     "  lua_package_cpath " .. nginx_quote(lua51_cpath() .. ";;") .. ";",
     "  lua_socket_log_errors off;",
     "  init_by_lua_block { " .. init .. " }",
+    "  init_worker_by_lua_block { require(\"omixa.serve.handler\").init_worker() }",
     "  server {",
     "    listen " .. listen .. (o.tls and " ssl" or "") .. ";",
     "    server_name omixa-serve;",

@@ -1,0 +1,233 @@
+-- spec/helpers.lua: what every spec shares. Starts the local stand-in
+-- service (`omixa serve`, through its launcher, with the interpreter busted
+-- runs under) on a free port and drives its control API with the curl
+-- command line.
+--
+--   local helpers = require "helpers"     -- busted's lpath has ./spec/?.lua
+--   local srv = helpers.serve{ tls = false, key = nil }
+--   srv.url        base URL, e.g. "http://127.0.0.1:40123/api/v1"
+--   srv.origin     "http://127.0.0.1:40123" (control API under srv.origin .. "/_omixa/")
+--   srv.ca_file    the CA to trust (tls = true only)
+--   srv.key        the key it requires (key = "..." only); sent to the
+--                  launcher in a 0600 file (--key-file), never on a command line
+--   srv.dir        its state directory (nginx.conf, error.log, access.log)
+--   srv:faults{ {status=503}, {delay=1} }   replace the fault queue
+--   srv:add_faults{ ... }                   append to it
+--   srv:requests() generation requests seen since the last reset, decoded:
+--                  { method=, uri=, headers={lower-case name = value}, body="raw" }
+--   srv:fetches()  GETs of /_omixa/images/<id> (url_only images), same shape
+--   srv:reset()    clear faults, recorded requests, fetches and stored images
+--   srv:control(method, path [, body_table]) -> status, decoded body (or raw text)
+--   srv:stop()     stop nginx, remove the state directory (idempotent)
+--   helpers.tmpdir()            a fresh directory, removed when the run ends
+--   helpers.run(cmd [, input])  -> ok, exit_code, stdout, stderr (a shell command)
+--   helpers.lua_cmd(code)       shell words running Lua CODE with this
+--                               interpreter and the tree's lua/ on package.path
+--   helpers.root, helpers.interpreter
+--
+-- No nginx outlives a run: stop servers in teardown; any left are stopped
+-- when the helpers are collected at exit, and each stand-in also watches
+-- this process (--watch-pid) and stops itself within a second once it is gone.
+
+local cjson = require "cjson"
+
+local helpers = {}
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+helpers.quote = shell_quote
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function write_file(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+end
+
+-- Run a shell command; portable exit code (Lua 5.1's close gives none).
+function helpers.run(cmd, input)
+  local out, err = os.tmpname(), os.tmpname()
+  local inp = "/dev/null"
+  if input then
+    inp = os.tmpname()
+    write_file(inp, input)
+  end
+  local p = io.popen("(" .. cmd .. ") >" .. shell_quote(out) .. " 2>" .. shell_quote(err)
+    .. " <" .. shell_quote(inp) .. "; echo $?")
+  local status = p:read("*a")
+  p:close()
+  local code = tonumber(status:match("(%d+)%s*$")) or -1
+  local stdout, stderr = read_file(out) or "", read_file(err) or ""
+  os.remove(out); os.remove(err)
+  if input then os.remove(inp) end
+  return code == 0, code, stdout, stderr
+end
+
+local function capture(cmd)
+  local p = io.popen(cmd)
+  local s = p:read("*a")
+  p:close()
+  return (s:gsub("%s+$", ""))
+end
+
+-- The repository: this file is <root>/spec/helpers.lua.
+local function find_root()
+  local src = debug.getinfo(1, "S").source:gsub("^@", "")
+  local dir = src:match("^(.*)/spec/[^/]*$") or (src:match("^spec/") and ".") or "."
+  if dir:sub(1, 1) ~= "/" then
+    local cwd = capture("pwd")
+    dir = dir == "." and cwd or (cwd .. "/" .. dir:gsub("^%./", ""))
+  end
+  return dir
+end
+helpers.root = find_root()
+
+-- The interpreter running this spec: the lowest arg[] index when it names a
+-- Lua (`luajit /usr/bin/busted`, or busted's own `#!/usr/bin/env lua`),
+-- else the Debian name for this version.
+local function find_interpreter()
+  local lowest
+  if type(arg) == "table" then
+    local i = -1
+    while arg[i] ~= nil do lowest = arg[i]; i = i - 1 end
+  end
+  if lowest and lowest:match("lua[%w%.%-]*$") then return lowest end
+  if type(jit) == "table" then return "luajit" end
+  return "lua" .. _VERSION:match("%d+%.%d+")
+end
+helpers.interpreter = find_interpreter()
+
+-- Shell words that run CODE with the tree's lua/ first on package.path.
+function helpers.lua_cmd(code)
+  local lua = helpers.root .. "/lua"
+  local setup = "package.path=" .. string.format("%q", lua .. "/?.lua;" .. lua .. "/?/init.lua;")
+    .. "..package.path"
+  return shell_quote(helpers.interpreter) .. " -e " .. shell_quote(setup) .. " -e " .. shell_quote(code)
+end
+
+-- Temporary directories and servers still alive, cleaned up at exit.
+local tmpdirs, servers = {}, {}
+
+function helpers.tmpdir()
+  local d = capture("mktemp -d \"${TMPDIR:-/tmp}/omixa-spec-XXXXXX\"")
+  assert(d ~= "", "mktemp -d failed")
+  tmpdirs[#tmpdirs + 1] = d
+  return d
+end
+
+local function cleanup_all()
+  for s in pairs(servers) do pcall(s.stop, s) end
+  for _, d in ipairs(tmpdirs) do os.execute("rm -rf " .. shell_quote(d)) end
+  tmpdirs = {}
+end
+
+-- A value whose __gc runs at exit (lua_close) on every Lua version.
+if newproxy then
+  helpers._sentinel = newproxy(true)
+  getmetatable(helpers._sentinel).__gc = cleanup_all
+else
+  helpers._sentinel = setmetatable({}, { __gc = cleanup_all })
+end
+
+local my_pid = tonumber(capture("echo $PPID"))
+
+local Server = {}
+Server.__index = Server
+
+-- curl against the control API: status, decoded JSON (or raw text).
+function Server:control(method, path, body)
+  local args = { "curl", "-sS", "--max-time", "30", "-X", method, "-o", "-",
+                 "-w", "'\\n%{http_code}'" }
+  if self.ca_file then args[#args + 1] = "--cacert"; args[#args + 1] = shell_quote(self.ca_file) end
+  local input
+  if body ~= nil then
+    input = type(body) == "string" and body or cjson.encode(body)
+    args[#args + 1] = "-H 'Content-Type: application/json' --data-binary @-"
+  end
+  args[#args + 1] = shell_quote(self.origin .. path)
+  local ok, code, out, err = helpers.run(table.concat(args, " "), input)
+  if not ok then error("curl " .. method .. " " .. path .. " failed (" .. code .. "): " .. err, 2) end
+  local text, status = out:match("^(.*)\n(%d+)$")
+  local decoded = cjson.decode(text) -- raises on non-JSON, which is a bug here
+  return tonumber(status), decoded
+end
+
+function Server:faults(list)
+  local status, res = self:control("PUT", "/_omixa/faults", list or {})
+  assert(status == 200, "faults: status " .. tostring(status))
+  return res
+end
+
+function Server:add_faults(list)
+  local status, res = self:control("POST", "/_omixa/faults", list)
+  assert(status == 200, "add_faults: status " .. tostring(status))
+  return res
+end
+
+function Server:requests()
+  local _, res = self:control("GET", "/_omixa/requests")
+  return res
+end
+
+function Server:fetches()
+  local _, res = self:control("GET", "/_omixa/fetches")
+  return res
+end
+
+function Server:reset()
+  local status = self:control("POST", "/_omixa/reset")
+  assert(status == 200, "reset: status " .. tostring(status))
+end
+
+function Server:stop()
+  if self.stopped then return end
+  self.stopped = true
+  servers[self] = nil
+  helpers.run(helpers.lua_cmd("os.exit(require('omixa.serve').main({'--stop', "
+    .. string.format("%q", self.dir) .. "}))"))
+  os.execute("rm -rf " .. shell_quote(self.dir))
+end
+
+-- Start a stand-in: opts.tls, opts.key (a string), opts.args (extra
+-- launcher words). Raises with the launcher's stderr when it fails.
+function helpers.serve(opts)
+  opts = opts or {}
+  local dir = helpers.tmpdir()
+  local argv = { "--daemon", "--port", "0", "--dir", dir }
+  if my_pid then argv[#argv + 1] = "--watch-pid"; argv[#argv + 1] = tostring(my_pid) end
+  if opts.tls then argv[#argv + 1] = "--tls" end
+  if opts.key then
+    local kf = helpers.tmpdir() .. "/key"
+    os.execute("umask 077; : > " .. shell_quote(kf))
+    write_file(kf, opts.key)
+    argv[#argv + 1] = "--key-file"; argv[#argv + 1] = kf
+  end
+  for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
+  local words = {}
+  for i, a in ipairs(argv) do words[i] = string.format("%q", a) end
+  local ok, code, out, err = helpers.run(
+    helpers.lua_cmd("os.exit(require('omixa.serve').main({" .. table.concat(words, ", ") .. "}))"))
+  local url = out:match("^(https?://[^\n]+)\n")
+  if not ok or not url then
+    error("omixa serve failed to start (exit " .. tostring(code) .. "): " .. err .. out, 2)
+  end
+  local srv = setmetatable({
+    url = url,
+    origin = url:match("^(https?://[^/]+)"),
+    ca_file = out:match("\nca: ([^\n]+)"),
+    key = opts.key,
+    dir = dir,
+  }, Server)
+  servers[srv] = true
+  return srv
+end
+
+return helpers

@@ -212,7 +212,7 @@ local function api_key(self)
   return k
 end
 
-local function config_error(self, message, key)
+local function config_error(message, key)
   return nil, errors.new{ kind = "config", message = message, attempts = 0, secrets = { key } }
 end
 
@@ -324,13 +324,13 @@ local MAX_RETRY_AFTER = 60
 -- One request with the retry policy; the body is already encoded.
 local function send(self, prepared, body, co)
   local key, kerr = api_key(self)
-  if kerr then return config_error(self, kerr) end
+  if kerr then return config_error(kerr) end
   local host = url_host(self.base_url)
   if match(lower(self.base_url), "^http://") and not self.allow_http and not is_loopback(host) then
-    return config_error(self, format("refusing to send the API key in clear text to %s: use https, or allow_http = true", host), key)
+    return config_error(format("refusing to send the API key in clear text to %s: use https, or allow_http = true", host), key)
   end
   if not key and not is_loopback(host) then
-    return config_error(self, "no API key: set OMIXA_API_KEY or pass api_key to omixa.new")
+    return config_error("no API key: set OMIXA_API_KEY or pass api_key to omixa.new")
   end
   local max_retries = co.max_retries or self.max_retries
   local retry_unknown = co.retry_unknown
@@ -344,7 +344,7 @@ local function send(self, prepared, body, co)
     attempt = attempt + 1
     if attempt > 1 then -- the key may have rotated
       key, kerr = api_key(self)
-      if kerr then return config_error(self, kerr) end
+      if kerr then return config_error(kerr) end
     end
     local req = transfer_options(self, co, {
       url = url, method = "POST", body = body, headers = header_lines(self, key, false),
@@ -408,7 +408,7 @@ end
 function Client:prepare(request, call_opts)
   local _, body = build(self, request, call_opts, 2)
   local key, kerr = api_key(self)
-  if kerr then return config_error(self, kerr) end
+  if kerr then return config_error(kerr) end
   local headers = {}
   for _, line in ipairs(header_lines(self, key, false)) do
     local k, v = match(line, "^([^:]+): (.*)$")

@@ -15,7 +15,7 @@
 
 local models = require "omixa.models"
 
-local type, pairs, ipairs, tostring, next = type, pairs, ipairs, tostring, next
+local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
 local floor, huge = math.floor, math.huge
 local byte, find, format, sub, gsub = string.byte, string.find, string.format, string.sub, string.gsub
 local concat, sort = table.concat, table.sort

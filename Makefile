@@ -86,7 +86,8 @@ install: all
 	install -m 0755 $(CORE) $(DESTDIR)$(LIBDIR)/omixa/core.so
 	cd lua && find omixa -type d -exec install -d $(DESTDIR)$(LUADIR)/{} \;
 	cd lua && find omixa -type f -exec install -m 0644 {} $(DESTDIR)$(LUADIR)/{} \;
-	install -m 0755 bin/omixa $(DESTDIR)$(BINDIR)/omixa
+	sed '1s|.*|#!/usr/bin/env $(LUA)|' bin/omixa > $(DESTDIR)$(BINDIR)/omixa
+	chmod 0755 $(DESTDIR)$(BINDIR)/omixa
 
 uninstall:
 	rm -rf $(DESTDIR)$(LIBDIR)/omixa/core.so $(DESTDIR)$(LUADIR)/omixa $(DESTDIR)$(BINDIR)/omixa

@@ -410,6 +410,40 @@ describe("omixa serve", function()
     end)
   end)
 
+  describe("with a signing secret", function()
+    local signed
+    setup(function() signed = helpers.serve{ signing_secret = "s3cret" } end)
+    teardown(function() signed:stop() end)
+
+    local function sign(ts, body, path)
+      local _, _, out = run("printf '%s' " .. q(ts .. ".POST." .. path .. "." .. body)
+        .. " | openssl dgst -sha256 -hmac s3cret -r")
+      return "sha256=" .. out:match("^(%x+)")
+    end
+
+    it("checks X-Omixa-Timestamp and X-Omixa-Signature over the raw body", function()
+      local body = cjson.encode({ model = GEMINI, prompt = "signed" })
+      local ts = tostring(os.time())
+      local good = sign(ts, body, "/api/v1/images/generations")
+      local res = call(signed, { body = body, headers = { ["X-Omixa-Timestamp"] = ts, ["X-Omixa-Signature"] = good } })
+      assert.equal(200, res.status, res.body)
+      for _, h in ipairs({
+        {},
+        { ["X-Omixa-Timestamp"] = ts },
+        { ["X-Omixa-Timestamp"] = ts, ["X-Omixa-Signature"] = good:gsub("%x$", "0") == good
+          and good:gsub("%x$", "1") or good:gsub("%x$", "0") },
+        { ["X-Omixa-Timestamp"] = tostring(os.time() - 3600),
+          ["X-Omixa-Signature"] = sign(tostring(os.time() - 3600), body, "/api/v1/images/generations") },
+      }) do
+        res = call(signed, { body = body, headers = h })
+        assert.equal(401, res.status)
+        local e = envelope_of(res)
+        assert.equal("authentication_error", e.type)
+        assert.equal("invalid_signature", e.code)
+      end
+    end)
+  end)
+
   describe("faults", function()
     it("delays without blocking other requests", function()
       srv:faults{ { delay = 1 } }

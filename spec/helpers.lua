@@ -4,12 +4,14 @@
 -- command line.
 --
 --   local helpers = require "helpers"     -- busted's lpath has ./spec/?.lua
---   local srv = helpers.serve{ tls = false, key = nil }
+--   local srv = helpers.serve{ tls = false, key = nil, signing_secret = nil }
 --   srv.url        base URL, e.g. "http://127.0.0.1:40123/api/v1"
 --   srv.origin     "http://127.0.0.1:40123" (control API under srv.origin .. "/_omixa/")
 --   srv.ca_file    the CA to trust (tls = true only)
 --   srv.key        the key it requires (key = "..." only); sent to the
 --                  launcher in a 0600 file (--key-file), never on a command line
+--   srv.signing_secret  likewise (--signing-secret-file): it then requires
+--                  X-Omixa-Timestamp and X-Omixa-Signature (401 invalid_signature)
 --   srv.dir        its state directory (nginx.conf, error.log, access.log)
 --   srv:faults{ {status=503}, {delay=1} }   replace the fault queue
 --   srv:add_faults{ ... }                   append to it
@@ -196,19 +198,24 @@ function Server:stop()
   os.execute("rm -rf " .. shell_quote(self.dir))
 end
 
--- Start a stand-in: opts.tls, opts.key (a string), opts.args (extra
--- launcher words). Raises with the launcher's stderr when it fails.
+-- Start a stand-in: opts.tls, opts.key, opts.signing_secret (strings),
+-- opts.args (extra launcher words). Raises with the launcher's stderr when
+-- it fails.
 function helpers.serve(opts)
   opts = opts or {}
   local dir = helpers.tmpdir()
   local argv = { "--daemon", "--port", "0", "--dir", dir }
   if my_pid then argv[#argv + 1] = "--watch-pid"; argv[#argv + 1] = tostring(my_pid) end
   if opts.tls then argv[#argv + 1] = "--tls" end
-  if opts.key then
-    local kf = helpers.tmpdir() .. "/key"
-    os.execute("umask 077; : > " .. shell_quote(kf))
-    write_file(kf, opts.key)
-    argv[#argv + 1] = "--key-file"; argv[#argv + 1] = kf
+  local secrets
+  for _, s in ipairs({ { opts.key, "--key-file" }, { opts.signing_secret, "--signing-secret-file" } }) do
+    if s[1] then
+      secrets = secrets or helpers.tmpdir()
+      local file = secrets .. "/" .. s[2]:sub(3)
+      os.execute("umask 077; : > " .. shell_quote(file))
+      write_file(file, s[1])
+      argv[#argv + 1] = s[2]; argv[#argv + 1] = file
+    end
   end
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
   local words = {}
@@ -224,6 +231,7 @@ function helpers.serve(opts)
     origin = url:match("^(https?://[^/]+)"),
     ca_file = out:match("\nca: ([^\n]+)"),
     key = opts.key,
+    signing_secret = opts.signing_secret,
     dir = dir,
   }, Server)
   servers[srv] = true

@@ -72,21 +72,21 @@ local function read_file(path)
   return s
 end
 
--- Called from init_by_lua with { key_file = path|nil, scheme =, port =,
--- watch_pid = pid|nil }.
+-- Called from init_by_lua with { key_file = path|nil, signing_secret_file =
+-- path|nil, scheme =, port =, watch_pid = pid|nil }.
 function M.init(opts)
   opts = opts or {}
   cfg.scheme = opts.scheme or "http"
   cfg.port = opts.port
   cfg.watch_pid = tonumber(opts.watch_pid)
-  if opts.key_file then
-    local k = read_file(opts.key_file)
-    if k then
-      k = k:gsub("^%s+", ""):gsub("%s+$", "")
-      if k ~= "" then cfg.key = k end
-    end
-    if not cfg.key then error("omixa serve: cannot read a key from the key file") end
+  local function secret(path, what)
+    local k = read_file(path)
+    k = k and k:gsub("^%s+", ""):gsub("%s+$", "")
+    if not k or k == "" then error("omixa serve: cannot read " .. what .. " from " .. path) end
+    return k
   end
+  if opts.key_file then cfg.key = secret(opts.key_file, "a key") end
+  if opts.signing_secret_file then cfg.signing_secret = secret(opts.signing_secret_file, "a signing secret") end
   local dir = here() .. "/fixtures/"
   fixtures.jpeg = read_file(dir .. "image.jpg")
   fixtures.webp = read_file(dir .. "image.webp")
@@ -315,6 +315,41 @@ local function authorized()
   if not cfg.key then return true end
   local auth = ngx.var.http_authorization
   return auth == "Bearer " .. cfg.key
+end
+
+-- Request signing (when the workspace enforces it): X-Omixa-Timestamp and
+-- X-Omixa-Signature: sha256=<hex hmac_sha256(secret, ts "." METHOD "." path "." body)>.
+-- HMAC comes from the libcrypto nginx is linked with.
+local hmac_sha256
+do
+  local ffi = require "ffi"
+  pcall(ffi.cdef, [[
+    const void *EVP_sha256(void);
+    unsigned char *HMAC(const void *evp_md, const void *key, int key_len,
+                        const unsigned char *d, size_t n, unsigned char *md, unsigned int *md_len);
+  ]])
+  function hmac_sha256(key, data)
+    local md = ffi.new("unsigned char[64]")
+    local len = ffi.new("unsigned int[1]")
+    if ffi.C.HMAC(ffi.C.EVP_sha256(), key, #key, data, #data, md, len) == nil then return nil end
+    return (gsub(ffi.string(md, len[0]), ".", function(c) return format("%02x", c:byte()) end))
+  end
+end
+
+local SIGNATURE_WINDOW = 300 -- seconds either side of the server's clock
+
+local function signature_error(method, body)
+  if not cfg.signing_secret then return nil end
+  local ts, sig = ngx.var.http_x_omixa_timestamp, ngx.var.http_x_omixa_signature
+  if not ts or not ts:match("^%d+$") then return "Missing or invalid X-Omixa-Timestamp." end
+  if math.abs(ngx.time() - tonumber(ts)) > SIGNATURE_WINDOW then
+    return "X-Omixa-Timestamp is too far from the server's clock."
+  end
+  local path = ngx.var.request_uri:match("^[^?]*")
+  local ok, want = pcall(hmac_sha256, cfg.signing_secret, ts .. "." .. method .. "." .. path .. "." .. body)
+  if not ok or not want then return "The server cannot check signatures (no HMAC-SHA256)." end
+  if sig ~= "sha256=" .. want then return "Invalid X-Omixa-Signature." end
+  return nil
 end
 
 -- Sending with faults ----------------------------------------------------------
@@ -598,6 +633,8 @@ local function generation()
     resp = fault_response(f)
   elseif not authorized() then
     resp = error_response(401, "Invalid API key.", "invalid_api_key", "authentication_error")
+  elseif signature_error(method, body) then
+    resp = error_response(401, signature_error(method, body), "invalid_signature", "authentication_error")
   else
     local perr
     req, perr = cjson.decode(body)
@@ -646,7 +683,7 @@ end
 
 local function control(uri, method)
   if uri == "/_omixa/health" then
-    return send_json({ ok = true, key_required = cfg.key ~= nil })
+    return send_json({ ok = true, key_required = cfg.key ~= nil, signing_required = cfg.signing_secret ~= nil })
   elseif uri == "/_omixa/faults" then
     if method == "GET" then return send_plain(new_response(200, encode(faults))) end
     if method == "DELETE" then faults = {}; return send_json({ ok = true, queued = 0 }) end

@@ -14,7 +14,8 @@
 local M = {}
 
 local USAGE = [[
-usage: omixa serve [--port N] [--host 127.0.0.1] [--tls] [--dir DIR] [--daemon] [--key-file FILE]
+usage: omixa serve [--port N] [--host 127.0.0.1] [--tls] [--dir DIR] [--daemon]
+                   [--key-file FILE] [--signing-secret-file FILE] [--watch-pid PID]
        omixa serve --stop DIR
 
 Runs the local stand-in of the Omixa image service on loopback and prints
@@ -31,10 +32,13 @@ DIR/pid); `omixa serve --stop DIR` stops it.
   --daemon        start in the background and exit 0
   --key-file F    require "Authorization: Bearer <key>" with the key in F;
                   the environment variable OMIXA_SERVE_KEY does the same
+  --signing-secret-file F
+                  also require X-Omixa-Timestamp and X-Omixa-Signature (HMAC
+                  with the secret in F); OMIXA_SERVE_SIGNING_SECRET does the same
   --watch-pid P   stop by itself once process P is gone (for test runners)
   --stop DIR      stop the stand-in whose state is in DIR
 
-Environment: OMIXA_SERVE_KEY, OMIXA_NGINX (nginx binary),
+Environment: OMIXA_SERVE_KEY, OMIXA_SERVE_SIGNING_SECRET, OMIXA_NGINX (nginx binary),
 OMIXA_NGINX_MODULES (directory of ndk_http_module.so and ngx_http_lua_module.so).
 Tests drive faults through the control API under /_omixa/ (see handler.lua).
 ]]
@@ -196,6 +200,10 @@ local function parse(argv)
       v, err = value(a)
       if not v then return nil, err end
       o.key_file = v
+    elseif a == "--signing-secret-file" then
+      v, err = value(a)
+      if not v then return nil, err end
+      o.secret_file = v
     elseif a == "--watch-pid" then
       v, err = value(a)
       if not v then return nil, err end
@@ -336,7 +344,7 @@ local function lua_long(s)
   return "[" .. eq .. "[" .. s .. "]" .. eq .. "]"
 end
 
-local function nginx_conf(o, port, mods, key_file)
+local function nginx_conf(o, port, mods, key_file, secret_file)
   local root = lua_root()
   local listen = (o.host:find(":", 1, true) and ("[" .. o.host .. "]") or o.host) .. ":" .. port
   local lines = {
@@ -350,9 +358,11 @@ local function nginx_conf(o, port, mods, key_file)
   if mods.ndk then lines[#lines + 1] = "load_module " .. nginx_quote(mods.ndk) .. ";" end
   lines[#lines + 1] = "load_module " .. nginx_quote(mods.lua) .. ";"
   local init = string.format(
-    "math.randomseed(%d) require(%q).init({ key_file = %s, scheme = %q, port = %d, watch_pid = %s })",
+    "math.randomseed(%d) require(%q).init({ key_file = %s, signing_secret_file = %s,"
+      .. " scheme = %q, port = %d, watch_pid = %s })",
     math.random(1, 2 ^ 30), "omixa.serve.handler",
-    key_file and lua_long(key_file) or "nil", o.tls and "https" or "http", port,
+    key_file and lua_long(key_file) or "nil", secret_file and lua_long(secret_file) or "nil",
+    o.tls and "https" or "http", port,
     o.watch_pid and tostring(o.watch_pid) or "nil")
   local http = {
     "events { worker_connections 1024; }",
@@ -523,22 +533,28 @@ local function serve(o)
   end
   uv.fs_mkdir(o.dir .. "/tmp", 448)
 
-  -- The key travels in a file, never on a command line.
-  local key_file
-  if o.key_file then
-    key_file = absolute(o.key_file)
-    local k = read_file(key_file)
-    if not k or not k:match("%S") then
-      say_error("cannot read a key from --key-file %s", o.key_file); cleanup(); return 1
+  -- The key and the signing secret travel in files, never on a command line.
+  local function secret_file(given, env, name, what)
+    if given then
+      local path = absolute(given)
+      local k = read_file(path)
+      if not k or not k:match("%S") then return nil, "cannot read " .. what .. " from " .. given end
+      return path
     end
-  else
-    local key = os.getenv("OMIXA_SERVE_KEY")
-    if key and key ~= "" then
-      key_file = o.dir .. "/key"
-      local ok, werr = write_file(key_file, key, 384) -- 0600
-      if not ok then say_error("cannot write %s: %s", key_file, tostring(werr)); cleanup(); return 1 end
+    local value = os.getenv(env)
+    if value and value ~= "" then
+      local path = o.dir .. "/" .. name
+      local ok, werr = write_file(path, value, 384) -- 0600
+      if not ok then return nil, "cannot write " .. path .. ": " .. tostring(werr) end
+      return path
     end
+    return false
   end
+  local key_file, secret
+  key_file, err = secret_file(o.key_file, "OMIXA_SERVE_KEY", "key", "a key")
+  if key_file == nil then say_error("%s", err); cleanup(); return 1 end
+  secret, err = secret_file(o.secret_file, "OMIXA_SERVE_SIGNING_SECRET", "signing_secret", "a signing secret")
+  if secret == nil then say_error("%s", err); cleanup(); return 1 end
 
   if o.tls then
     local ok, terr = make_certs(o.dir)
@@ -561,7 +577,7 @@ local function serve(o)
         cleanup(); return 1
       end
     end
-    local ok, werr = write_file(o.dir .. "/nginx.conf", nginx_conf(o, port, mods, key_file))
+    local ok, werr = write_file(o.dir .. "/nginx.conf", nginx_conf(o, port, mods, key_file or nil, secret or nil))
     if not ok then say_error("cannot write %s/nginx.conf: %s", o.dir, tostring(werr)); cleanup(); return 1 end
     local retry
     proc, err, retry = start_nginx(o, nginx, port)

@@ -38,6 +38,17 @@ describe("omixa CLI", function()
     assert.equal("image/png", omixa.sniff(read(dir .. "/fox.png")).mime)
   end)
 
+  it("shows a live progress line when stderr is a terminal", function()
+    srv:faults{ { delay = 0.5 } }
+    -- script(1) gives the command a terminal; its stderr then goes there.
+    local inner = string.format("cd '%s' && OMIXA_BASE_URL='%s' %s tty-fox -o tty.png", dir, srv.url, helpers.cli())
+    local ok, code, out = helpers.run("script -qec " .. helpers.quote(inner) .. " /dev/null")
+    assert.is_true(ok, out)
+    assert.equal(0, code)
+    assert.truthy(out:find("\r\27%[Komixa: waiting"), out)
+    assert.truthy(out:find("tty.png", 1, true))
+  end)
+
   it("-n 2 -o fox.png writes fox.png and fox-2.png", function()
     local _, code, out = omixa_cmd("'two foxes' -n 2 -o two.png --aspect 16:9 --size 0.5K")
     assert.equal(0, code)

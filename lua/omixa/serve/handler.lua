@@ -14,7 +14,43 @@
 --   POST /_omixa/reset                clear faults, requests, fetches, images
 --   GET  /_omixa/images/<id>          images of url_only responses
 --   GET  /_omixa/health               {"ok":true}
--- Fault fields: see the launcher's --help (omixa.serve) and spec/01-serve_spec.lua.
+--
+-- A fault is a JSON object; each generation request takes the first queued
+-- one (after it has been recorded), or the one in its X-Omixa-Fault header,
+-- which wins and leaves the queue alone. Fields, combinable:
+--   delay = s                 wait s seconds (ngx.sleep) before anything
+--   status = code             answer code; body = "envelope" (default from 400:
+--                             {"error":{message,type,code}}, each overridable by
+--                             message=, type=, code=) | "html" | "empty" | any
+--                             other string sent as is (content_type= sets its
+--                             type); below 400 without body: the normal answer
+--                             with that code
+--   retry_after = "2"|date, retry_after_ms = "1500", headers = {k = v},
+--   request_id = "..."        response headers (x-request-id)
+--   cut = "before_status"     close without a byte
+--       | "mid_headers"       status line, Content-Length, half a header line
+--       | "mid_body"          full headers (Content-Length), half the body
+--   truncate = true           full headers, all but the last bytes of the body
+--   malformed = true          200 with invalid JSON
+--   bad_base64 = true         b64_json that is not base64
+--   escape_slashes = true     every '/' of the base64 written as '\/'
+--   url_only = true           items {"b64_json":null,"url":".../_omixa/images/<id>"}
+--                             (url_base = "http://host:port" overrides the origin)
+--   raw_image = true          200 whose body is the image (Content-Type image/*)
+--   empty_data = true         200 with "data":[]
+--   revised_prompt = "..."    added to each item
+--   cap_n = k                 at most k images; billed_amount = "..." overrides
+--                             usage; no_usage = true leaves usage out
+--   chunked = true            Transfer-Encoding: chunked, chunk_size (1000)
+--                             bytes a piece, flushed one by one
+--   trickle = {bytes=k, interval=s}   k bytes every s seconds
+--   gzip = true               Content-Encoding: gzip when the client accepts it
+--   streaming (stream = true on a streaming model): partials = k (1),
+--   heartbeats = k (1), interval = s between events, sse_crlf, sse_multiline
+--   (one data: line per member), sse_data_only (no event: lines),
+--   stream_error (an error event after the first partial),
+--   stream_end_early (no completed event, no [DONE]), sse_data_shape (one
+--   data: frame with the non-streaming {"created","data":[...]} body)
 
 local ngx = ngx
 local cjson = require "cjson.safe"
@@ -567,6 +603,12 @@ local function send_stream(req, spec, f)
     ngx.print(": keep-alive" .. nl .. nl)
     ngx.flush(true)
     sleep(interval)
+  end
+  if f.sse_data_shape then
+    -- one frame carrying the non-streaming {"created","data":[...]} shape
+    ngx.print("data: " .. success_response(req, spec, f).body .. nl .. nl .. "data: [DONE]" .. nl .. nl)
+    ngx.flush(true)
+    return ngx.exit(ngx.OK)
   end
   local usage = usage_json(spec, n, f)
   for i = 1, n do

@@ -561,6 +561,10 @@ local function serve(o)
     if not ok then say_error("%s", terr); cleanup(); return 1 end
   end
 
+  -- In the foreground nginx watches the launcher: killed hard (SIGKILL),
+  -- the launcher cannot stop it, so it stops itself.
+  if not o.daemon and not o.watch_pid then o.watch_pid = uv.os_getpid() end
+
   local ip = probe_ip(o.host)
   local proc, port
   local tries = o.port == 0 and 8 or 1
@@ -626,7 +630,10 @@ local function serve(o)
     signals[#signals + 1] = s
   end
   local function on_exit()
-    if not stopping then
+    -- exit 0 without our asking: someone stopped it cleanly (--stop DIR,
+    -- or the terminal's SIGINT reaching nginx first)
+    local st = proc.state
+    if not stopping and (st.code ~= 0 or (st.signal or 0) ~= 0) then
       say_error("nginx exited unexpectedly (code %s)%s", tostring(proc.state.code),
         nginx_complaint(o.dir) and (": " .. nginx_complaint(o.dir)) or "")
       code = 1

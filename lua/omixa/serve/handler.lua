@@ -646,11 +646,44 @@ local function send_stream(req, spec, f)
   return ngx.exit(ngx.OK)
 end
 
+-- Every field a fault may carry: a misspelt one is refused, so that a test
+-- never passes because its fault silently did nothing.
+local FAULT_FIELDS = {}
+for name in ([[delay status body message type code content_type retry_after retry_after_ms
+    headers request_id cut truncate malformed bad_base64 escape_slashes url_only url_base
+    raw_image empty_data revised_prompt cap_n billed_amount no_usage chunked chunk_size
+    trickle gzip partials heartbeats interval sse_crlf sse_multiline sse_data_only
+    stream_error stream_end_early sse_data_shape]]):gmatch("%S+") do
+  FAULT_FIELDS[name] = true
+end
+local CUTS = { before_status = true, mid_headers = true, mid_body = true }
+
+local function check_fault(f)
+  if type(f) ~= "table" or (next(f) ~= nil and f[1] ~= nil) then return nil, "a fault must be a JSON object" end
+  for k in pairs(f) do
+    if not FAULT_FIELDS[k] then return nil, "unknown fault field '" .. tostring(k) .. "'" end
+  end
+  if f.cut ~= nil and not CUTS[f.cut] then
+    return nil, "fault field 'cut' must be before_status, mid_headers or mid_body"
+  end
+  if f.status ~= nil and not (tonumber(f.status) and tonumber(f.status) >= 100 and tonumber(f.status) <= 999) then
+    return nil, "fault field 'status' must be an HTTP status code"
+  end
+  if f.trickle ~= nil and (type(f.trickle) ~= "table" or not tonumber(f.trickle.bytes)) then
+    return nil, "fault field 'trickle' must be { bytes = k, interval = s }"
+  end
+  if f.headers ~= nil and type(f.headers) ~= "table" then
+    return nil, "fault field 'headers' must be an object"
+  end
+  return true
+end
+
 local function take_fault()
   local hdr = ngx.var.http_x_omixa_fault
   if hdr then
     local f = cjson.decode(hdr)
-    if type(f) ~= "table" then return nil, "X-Omixa-Fault is not a JSON object" end
+    local ok, err = check_fault(f)
+    if not ok then return nil, "X-Omixa-Fault: " .. err end
     return f
   end
   return remove(faults, 1) or {}
@@ -735,8 +768,9 @@ local function control(uri, method)
         return simple(422, "faults: body must be a JSON array of fault objects", "validation_error")
       end
       if list[1] == nil and next(list) ~= nil then list = { list } end -- one object
-      for _, f in ipairs(list) do
-        if type(f) ~= "table" then return simple(422, "faults: each fault must be a JSON object", "validation_error") end
+      for i, f in ipairs(list) do
+        local ok, ferr = check_fault(f)
+        if not ok then return simple(422, format("faults[%d]: %s", i, ferr), "validation_error") end
       end
       if method == "PUT" then faults = {} end
       for _, f in ipairs(list) do faults[#faults + 1] = f end

@@ -294,6 +294,12 @@ describe("omixa serve", function()
       assert.same({ billed_amount = "0.033000" }, v.usage)
     end)
 
+    it("keeps its embedded JPEG and WebP equal to the fixture files", function()
+      local embedded = dofile(helpers.root .. "/lua/omixa/serve/fixtures_embedded.lua")
+      assert.equal(read_file(helpers.root .. "/lua/omixa/serve/fixtures/image.jpg"), embedded.jpeg)
+      assert.equal(read_file(helpers.root .. "/lua/omixa/serve/fixtures/image.webp"), embedded.webp)
+    end)
+
     it("gives the same picture for the same prompt and another for another", function()
       local a = json(call(srv, { body = { model = GEMINI, prompt = "one", size = "0.5K" } })).data[1].b64_json
       local b = json(call(srv, { body = { model = GEMINI, prompt = "one", size = "0.5K" } })).data[1].b64_json

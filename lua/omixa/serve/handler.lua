@@ -126,6 +126,11 @@ function M.init(opts)
   local dir = here() .. "/fixtures/"
   fixtures.jpeg = read_file(dir .. "image.jpg")
   fixtures.webp = read_file(dir .. "image.webp")
+  if not (fixtures.jpeg and fixtures.webp) then
+    local embedded = require "omixa.serve.fixtures_embedded"
+    fixtures.jpeg = fixtures.jpeg or embedded.jpeg
+    fixtures.webp = fixtures.webp or embedded.webp
+  end
   random() -- the launcher seeds through math.randomseed in init_by_lua
 end
 
@@ -284,8 +289,8 @@ end
 -- The image for a request: bytes, mime, w, h.
 local function image_for(req, family, variant)
   local fmt = req.output_format
-  if fmt == "jpeg" and fixtures.jpeg then return fixtures.jpeg, "image/jpeg" end
-  if fmt == "webp" and fixtures.webp then return fixtures.webp, "image/webp" end
+  if fmt == "jpeg" then return fixtures.jpeg, "image/jpeg" end
+  if fmt == "webp" then return fixtures.webp, "image/webp" end
   local w, h = dimensions(req, family)
   local seed = png.hash(type(req.prompt) == "string" and req.prompt or "")
   if variant then seed = (seed + variant * 7919) % 4294967296 end

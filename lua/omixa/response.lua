@@ -161,7 +161,7 @@ function response.parse(status, headers, body, ctx)
             return nil, err
           end
         end
-        if bytes then
+        if bytes and bytes ~= "" then -- an empty string is no image
           out[#out + 1] = bytes
           local ii = image_info(bytes, mime)
           if type(item.revised_prompt) == "string" then ii.revised_prompt = item.revised_prompt end

@@ -217,8 +217,11 @@ describe("omixa serve", function()
         "os.exit(require('omixa.serve').main({'--port', '0', '--daemon', '--dir', '" .. dir .. "'}))"))
       assert.is_true(ok, err)
       local s = { url = out:match("^(%S+)") }
+      local stopped = false
       finally(function()
-        run(helpers.lua_cmd("os.exit(require('omixa.serve').main({'--stop', '" .. dir .. "'}))"))
+        if not stopped then
+          run(helpers.lua_cmd("os.exit(require('omixa.serve').main({'--stop', '" .. dir .. "'}))"))
+        end
       end)
       assert.equal(401, call(s).status)
       assert.equal(200, call(s, { key = "omx_live_envkey" }).status)
@@ -226,6 +229,11 @@ describe("omixa serve", function()
       local pid = read_file(dir .. "/pid"):match("%d+")
       local cmdline = read_file("/proc/" .. pid .. "/cmdline")
       if cmdline then assert.is_nil(cmdline:find("omx_live_envkey", 1, true)) end
+      -- the launcher's copy of the key goes with the server
+      assert.is_true((run(helpers.lua_cmd("os.exit(require('omixa.serve').main({'--stop', '" .. dir .. "'}))"))))
+      stopped = true
+      assert.is_nil(read_file(dir .. "/key"))
+      assert.is_string(read_file(dir .. "/nginx.conf"))
     end)
   end)
 

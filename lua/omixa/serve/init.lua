@@ -458,6 +458,13 @@ local function start_nginx(o, nginx, port)
   end
 end
 
+-- The copies of the key and the signing secret the launcher wrote from the
+-- environment do not outlive the server.
+local function forget_secrets(dir)
+  uv.fs_unlink(dir .. "/key")
+  uv.fs_unlink(dir .. "/signing_secret")
+end
+
 -- --stop DIR ------------------------------------------------------------------------
 
 local function is_nginx(pid)
@@ -493,6 +500,7 @@ local function stop(dir)
     return 1
   end
   uv.fs_unlink(dir .. "/pid")
+  forget_secrets(dir)
   if exists(dir .. "/" .. OWNED_MARK) then remove_tree(dir) end
   return 0
 end
@@ -652,6 +660,7 @@ local function serve(o)
   end
   uv.run("default")
   uv.fs_unlink(o.dir .. "/pid")
+  forget_secrets(o.dir)
   cleanup()
   return code
 end

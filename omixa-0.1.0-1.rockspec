@@ -44,6 +44,7 @@ build = {
     ["omixa.serve"] = "lua/omixa/serve/init.lua",
     ["omixa.serve.handler"] = "lua/omixa/serve/handler.lua",
     ["omixa.serve.png"] = "lua/omixa/serve/png.lua",
+    ["omixa.serve.fixtures_embedded"] = "lua/omixa/serve/fixtures_embedded.lua",
   },
   install = {
     bin = { omixa = "bin/omixa" },

@@ -39,6 +39,7 @@
  * and everything curl borrows (the body string, the header list) stays
  * anchored in the registry until the transfer is finished. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -86,6 +87,8 @@ typedef struct transfer {
     omx_buf head;               /* raw header block of the last response */
     size_t max_response;
     curl_off_t upload_total;
+    const char *body_src;       /* the request body (anchored by req_ref) */
+    size_t body_len, body_pos;
     double idle_timeout, last_rx_time, last_call;
     int got_headers, headers_done, phase;
     curl_off_t sent, send_total, received, receive_total;
@@ -234,17 +237,13 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
 
 static int current_phase(transfer *t)
 {
-    curl_off_t connected = 0;
+    curl_off_t pretransfer = 0;
     if (t->got_headers || t->received > 0)
         return PH_RECEIVING;
-    curl_easy_getinfo(t->easy, CURLINFO_APPCONNECT_TIME_T, &connected);
-    if (connected == 0) {
-        char *scheme = NULL;
-        curl_easy_getinfo(t->easy, CURLINFO_SCHEME, &scheme);
-        if (scheme == NULL || strcmp(scheme, "HTTP") == 0 || strcmp(scheme, "http") == 0)
-            curl_easy_getinfo(t->easy, CURLINFO_CONNECT_TIME_T, &connected);
-    }
-    if (connected == 0)
+    /* Set once the request starts going out, on a fresh connection (after
+     * connect and TLS) and on a reused one alike. */
+    curl_easy_getinfo(t->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
+    if (pretransfer == 0)
         return PH_CONNECTING;
     if (t->sent < (t->send_total > t->upload_total ? t->send_total : t->upload_total))
         return PH_UPLOADING;
@@ -308,6 +307,31 @@ static int on_xferinfo(void *ud, curl_off_t dltotal, curl_off_t dlnow,
         return 1;
     }
     return 0;
+}
+
+/* The request body goes out through a read callback that cannot seek: when
+ * a reused connection dies after the request was written, libcurl would
+ * silently send it again on a new one (its keep-alive retry), and a
+ * generation could run and be billed twice. Unable to rewind, libcurl fails
+ * the transfer instead, and the retry policy decides. */
+static size_t on_read(char *dst, size_t size, size_t n, void *ud)
+{
+    transfer *t = (transfer *)ud;
+    size_t room = size * n, left = t->body_len - t->body_pos;
+    if (room > left)
+        room = left;
+    memcpy(dst, t->body_src + t->body_pos, room);
+    t->body_pos += room;
+    return room;
+}
+
+static int on_seek(void *ud, curl_off_t offset, int origin)
+{
+    transfer *t = (transfer *)ud;
+    /* Only the no-op "rewind" before anything was read is allowed. */
+    if (origin == SEEK_SET && offset == 0 && t->body_pos == 0)
+        return CURL_SEEKFUNC_OK;
+    return CURL_SEEKFUNC_CANTSEEK;
 }
 
 /* ---- request setup ---- */
@@ -406,10 +430,16 @@ static void setup(lua_State *L, multi *m, transfer *t, int req)
         body = lua_tolstring(L, -1, &body_len); /* anchored by the request table */
     lua_pop(L, 1);
     t->upload_total = (curl_off_t)body_len;
+    t->body_src = body ? body : "";
+    t->body_len = body_len;
+    t->body_pos = 0;
     if (strcmp(method, "POST") == 0) {
         curl_easy_setopt(e, CURLOPT_POST, 1L);
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
+        curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(e, CURLOPT_READDATA, t);
+        curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
     } else if (strcmp(method, "GET") == 0) {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     } else {
@@ -535,6 +565,8 @@ static const char *message_of(transfer *t, CURLcode rc)
     if (rc == CURLE_PARTIAL_FILE)
         return t->headers_done ? "response body truncated (connection closed early)"
                                : "connection closed in the middle of the response headers";
+    if (rc == CURLE_SEND_FAIL_REWIND)
+        return "the connection closed after the request was sent, before any answer";
     return t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc);
 }
 
@@ -930,11 +962,7 @@ static int transfer_cancel(lua_State *L)
 static int transfer_progress(lua_State *L)
 {
     transfer *t = check_transfer(L, 1);
-    int ph = t->phase;
-    if (t->finished)
-        ph = PH_RECEIVING;
-    else if (t->easy != NULL && ph == PH_NONE)
-        ph = PH_CONNECTING;
+    int ph = t->finished ? PH_RECEIVING : t->easy != NULL ? current_phase(t) : t->phase;
     lua_pushstring(L, phase_names[ph]);
     lua_pushnumber(L, (lua_Number)t->sent);
     lua_pushnumber(L, (lua_Number)(t->send_total > t->upload_total ? t->send_total : t->upload_total));

@@ -193,6 +193,12 @@ local function on_main(j, tr)
     curl_code = terr.curl_code
     local st = terr.status
     f.maybe_billed = terr.sent and f.kind ~= "config" and (st == nil or (st >= 200 and st <= 299))
+    if st and st >= 300 and f.kind ~= "cancelled" and f.kind ~= "too_large" then
+      -- The status line already said the service did not do the work: an
+      -- api error (retried when its status is), whatever cut the rest.
+      f.message = format("HTTP %d, then %s", st, tostring(f.message))
+      f.kind = "api"
+    end
     local buf = terr.body
     f.body = buf and buf:string(1, EXCERPT)
     if buf then buf:close() end

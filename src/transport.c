@@ -582,16 +582,18 @@ static void set_int(lua_State *L, const char *k, lua_Integer v)
     lua_setfield(L, -2, k);
 }
 
-/* Did the whole request (headers and body) leave this machine? */
-static int request_sent(transfer *t)
+/* Did the whole request (headers and body) leave this machine? Judged by
+ * what the read callback handed to libcurl, which stays true when libcurl
+ * resets its own counters to try again (and then fails, unable to rewind). */
+static int request_sent(transfer *t, CURLcode rc)
 {
     long req_size = 0;
-    curl_off_t up = 0;
+    if (rc == CURLE_SEND_FAIL_REWIND)
+        return 1;
+    if (t->body_len > 0)
+        return t->body_pos >= t->body_len;
     curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &req_size);
-    curl_easy_getinfo(t->easy, CURLINFO_SIZE_UPLOAD_T, &up);
-    if (req_size <= 0)
-        return 0;
-    return up >= t->upload_total;
+    return req_size > 0;
 }
 
 /* ---- transfer lifetime ---- */
@@ -640,7 +642,7 @@ static void finish(lua_State *L, multi *m, transfer *t, CURLcode rc)
         return;
     if (t->easy) {
         curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
-        sent = request_sent(t);
+        sent = request_sent(t, rc);
     }
     list_remove(m, t);
     lua_newtable(L);

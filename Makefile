@@ -5,6 +5,9 @@
 #   make LUA=luajit           LuaJIT 2.1
 #   make test                 every spec on every Lua, valgrind, luacheck, luarocks
 #   make demo                 one image from the stand-in (or the service with OMIXA_API_KEY)
+#   make asan / test-asan     a core with ASan + UBSan; every spec on Lua 5.4 against it
+#   make fuzz                 the libFuzzer targets fuzz/fuzz_*.c into build/fuzz/ (clang)
+#   make fuzz-run FUZZ_SECONDS=60   run each target that long on a copy of its corpus
 #   make install PREFIX=/usr/local DESTDIR=
 
 LUA_VERSION ?= 5.4
@@ -42,7 +45,7 @@ BUILD    := build/$(TAG)
 OBJS     := $(SRCS:src/%.c=$(BUILD)/%.o)
 CORE     := $(BUILD)/omixa/core.so
 
-.PHONY: all core test demo install uninstall clean lint asan FORCE
+.PHONY: all core test demo install uninstall clean lint asan test-asan fuzz fuzz-run FORCE
 
 all: omixa/core.so
 
@@ -69,6 +72,39 @@ $(BUILD):
 asan:
 	$(MAKE) TAG=$(TAG)-asan BUILD=build/$(TAG)-asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	        LDFLAGS="-fsanitize=address,undefined" core
+
+# libFuzzer targets: each fuzz/fuzz_<name>.c becomes build/fuzz/fuzz_<name>,
+# linked with an archive of the core's sources built with the same
+# sanitizers (so each target pulls in only the parsers it calls).
+FUZZ_CC      ?= clang
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS  := $(WARN) -g -O1 -fno-omit-frame-pointer $(FUZZ_SAN) -D_POSIX_C_SOURCE=200809L \
+                -Isrc -Ifuzz $(LUA_CFLAGS) $(CURL_CFLAGS)
+LUA_LIBS      = $(shell $(PKG_CONFIG) --libs $(LUA_PC) 2>/dev/null)
+FUZZ_DIR     := build/fuzz
+FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
+FUZZ_LIB     := $(FUZZ_DIR)/libomixa.a
+FUZZ_OBJS    := $(SRCS:src/%.c=$(FUZZ_DIR)/obj/%.o)
+FUZZ_SECONDS ?= 60
+
+fuzz: $(FUZZ_BINS)
+
+$(FUZZ_DIR)/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_LIB): $(FUZZ_OBJS)
+	rm -f $@
+	ar rcs $@ $(FUZZ_OBJS)
+
+$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c $(wildcard fuzz/*.h) $(FUZZ_LIB)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB) $(LUA_LIBS) $(CURL_LIBS)
+
+# Each target for FUZZ_SECONDS on a scratch copy of fuzz/corpus/<target>
+# (the committed corpus never grows); any crash, leak or UBSan report fails.
+fuzz-run: fuzz
+	@sh fuzz/run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 test:
 	@sh spec/run-all

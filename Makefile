@@ -68,10 +68,24 @@ $(BUILD):
 	@mkdir -p $@
 	@$(PKG_CONFIG) --exists $(LUA_PC) || { echo "omixa: no pkg-config entry '$(LUA_PC)': install its -dev package (see README)" >&2; exit 1; }
 
-# A build with AddressSanitizer and UBSan, for spec runs under LD_PRELOAD.
+# A build with AddressSanitizer and UBSan, and build/<tag>-asan/<lua>, the
+# interpreter that runs it (see spec/asan/wrapper). Built with clang by
+# default: its UBSan shares the ASan runtime and honours log_path (gcc's
+# prints to stderr whatever the options say); ASAN_CC=gcc works too.
+ASAN_CC   ?= clang
+ASAN_SAN  := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+ASAN_DIR  := build/$(TAG)-asan
+
 asan:
-	$(MAKE) TAG=$(TAG)-asan BUILD=build/$(TAG)-asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-	        LDFLAGS="-fsanitize=address,undefined" core
+	$(MAKE) TAG=$(TAG)-asan BUILD=$(ASAN_DIR) CC="$(ASAN_CC)" OPT="-O1 -g -fno-omit-frame-pointer $(ASAN_SAN)" \
+	        LDFLAGS="$(ASAN_SAN) $(if $(findstring clang,$(ASAN_CC)),-shared-libasan)" core
+	$(ASAN_CC) -std=c99 -O2 -fPIC -shared -o $(ASAN_DIR)/noinherit.so spec/asan/noinherit.c
+	@sh spec/asan/wrapper $(ASAN_DIR) $(LUA) $(ASAN_CC)
+
+# Every spec against the sanitized core; any sanitizer report (from this
+# Lua or a Lua child) fails the run, see spec/asan/run.
+test-asan: asan
+	@sh spec/asan/run $(ASAN_DIR)/$(LUA) /usr/bin/busted -o plainTerminal spec
 
 # libFuzzer targets: each fuzz/fuzz_<name>.c becomes build/fuzz/fuzz_<name>,
 # linked with an archive of the core's sources built with the same

@@ -79,7 +79,7 @@ ASAN_DIR  := build/$(TAG)-asan
 asan:
 	$(MAKE) TAG=$(TAG)-asan BUILD=$(ASAN_DIR) CC="$(ASAN_CC)" OPT="-O1 -g -fno-omit-frame-pointer $(ASAN_SAN)" \
 	        LDFLAGS="$(ASAN_SAN) $(if $(findstring clang,$(ASAN_CC)),-shared-libasan)" core
-	$(ASAN_CC) -std=c99 -O2 -fPIC -shared -o $(ASAN_DIR)/noinherit.so spec/asan/noinherit.c
+	$(ASAN_CC) -std=c99 -O2 -fPIC -shared -o $(ASAN_DIR)/preload.so spec/asan/preload.c
 	@sh spec/asan/wrapper $(ASAN_DIR) $(LUA) $(ASAN_CC)
 
 # Every spec against the sanitized core; any sanitizer report (from this

@@ -3,7 +3,7 @@
 #   make                      Lua 5.4 (default)
 #   make LUA_VERSION=5.1      5.1, 5.2, 5.3 likewise
 #   make LUA=luajit           LuaJIT 2.1
-#   make test                 every spec on every Lua, valgrind, luacheck, luarocks
+#   make test                 every spec on every Lua, valgrind, ASan, luacheck, luarocks, fuzzers
 #   make demo                 one image from the stand-in (or the service with OMIXA_API_KEY)
 #   make asan / test-asan     a core with ASan + UBSan; every spec on Lua 5.4 against it
 #   make fuzz                 the libFuzzer targets fuzz/fuzz_*.c into build/fuzz/ (clang)

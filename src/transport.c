@@ -474,10 +474,11 @@ static void setup(lua_State *L, multi *m, transfer *t, int req)
  * headers are joined with ", ". Pushes the table. */
 static void push_headers(lua_State *L, const omx_buf *h)
 {
-    const char *p = h->data, *end = h->data + h->len;
+    const char *p = h->data, *end;
     lua_newtable(L);
     if (p == NULL)
-        return;
+        return; /* nothing received (and NULL + 0 is undefined) */
+    end = p + h->len;
     while (p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         const char *line_end = eol ? eol : end, *colon, *vs, *ve;

@@ -153,15 +153,22 @@ static int value(omx_sse_parser *p, const char *s, size_t n)
         return hold(p, &p->data, s, n);
     case F_EVENT:
         return hold(p, &p->type, s, n);
-    case F_ID:
+    case F_ID: {
+        /* the bytes before a NUL count toward the limit however the line
+         * is cut into chunks; after it the value is dropped */
+        const char *nul;
+        int rc;
         if (p->id_nul)
             return OMX_SSE_OK;
-        if (memchr(s, '\0', n) != NULL) {
+        nul = (const char *)memchr(s, '\0', n);
+        if ((rc = hold(p, &p->idval, s, nul ? (size_t)(nul - s) : n)) != OMX_SSE_OK)
+            return rc;
+        if (nul != NULL) {
             p->id_nul = 1;
             p->idval.len = 0;
-            return OMX_SSE_OK;
         }
-        return hold(p, &p->idval, s, n);
+        return OMX_SSE_OK;
+    }
     case F_RETRY:
         for (i = 0; i < n && p->acc_ok; i++) {
             unsigned d = (unsigned char)s[i] - (unsigned)'0';

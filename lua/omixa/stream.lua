@@ -17,6 +17,14 @@
 --   s:feed(chunk) -> true | nil, fields   nil: the stream failed (an error
 --                    event, bad base64, an event over max_bytes): stop it
 --   s:finish() -> images, info | nil, fields   (the same on every call)
+--                  info as omixa.response builds it: model, created (or the
+--                  event's created_at), request_id, cached = false, usage and
+--                  billed_amount (from the last final event carrying usage),
+--                  images[i] = { mime, format, width, height, bytes,
+--                  revised_prompt }, and partials (partial images seen);
+--                  fields: kind "api" (error event), "protocol" (no final
+--                  image, cut mid-event, fewer than ctx.n without [DONE], bad
+--                  base64), "too_large", "cancelled" (a callback raised)
 --   s:done()       true once [DONE] or a failure has ended the stream
 --   s:heartbeats() comment lines (heartbeats) seen
 --   s:close()      frees the parser (idempotent; finish does it too)

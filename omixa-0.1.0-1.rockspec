@@ -27,7 +27,7 @@ build = {
     ["omixa.core"] = {
       sources = {
         "src/omixa_core.c", "src/compat.c", "src/buffer.c", "src/base64.c",
-        "src/sniff.c", "src/json.c", "src/transport.c",
+        "src/sniff.c", "src/json.c", "src/sse.c", "src/transport.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
       libraries = { "curl" },
@@ -40,6 +40,7 @@ build = {
     ["omixa.models"] = "lua/omixa/models.lua",
     ["omixa.response"] = "lua/omixa/response.lua",
     ["omixa.schema"] = "lua/omixa/schema.lua",
+    ["omixa.stream"] = "lua/omixa/stream.lua",
     ["omixa.wire"] = "lua/omixa/wire.lua",
     ["omixa.serve"] = "lua/omixa/serve/init.lua",
     ["omixa.serve.handler"] = "lua/omixa/serve/handler.lua",

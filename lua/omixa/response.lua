@@ -87,6 +87,8 @@ local function protocol(status, headers, body, message)
            request_id = response.request_id(headers) }
 end
 
+-- { mime=, format=, width=, height=, bytes= } of one image (sniffed; the
+-- fallback mime when sniffing knows nothing better).
 function response.image_info(bytes, fallback_mime)
   local s = core.sniff(bytes)
   local info = { bytes = #bytes }
@@ -98,6 +100,7 @@ function response.image_info(bytes, fallback_mime)
   end
   return info
 end
+
 
 local function as_integer(v)
   if type(v) == "number" and v == floor(v) then return floor(v) end

@@ -29,10 +29,12 @@ WARN       := -std=c99 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wpointer-arit
 LUA_CFLAGS  = $(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null)
 CURL_CFLAGS = $(shell $(PKG_CONFIG) --cflags libcurl 2>/dev/null)
 CURL_LIBS   = $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
+CRYPTO_CFLAGS = $(shell $(PKG_CONFIG) --cflags libcrypto 2>/dev/null)
+CRYPTO_LIBS   = $(shell $(PKG_CONFIG) --libs libcrypto 2>/dev/null || echo -lcrypto)
 CFLAGS     ?=
 LDFLAGS    ?=
 ALL_CFLAGS  = $(WARN) $(OPT) -fPIC -fvisibility=hidden -D_POSIX_C_SOURCE=200809L \
-              $(LUA_CFLAGS) $(CURL_CFLAGS) $(CFLAGS)
+              $(LUA_CFLAGS) $(CURL_CFLAGS) $(CRYPTO_CFLAGS) $(CFLAGS)
 
 PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib/lua/$(LUA_ABI)
@@ -59,7 +61,7 @@ core: $(CORE)
 
 $(CORE): $(OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) -shared -o $@ $(OBJS) $(LDFLAGS) $(CURL_LIBS)
+	$(CC) -shared -o $@ $(OBJS) $(LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS)
 
 $(BUILD)/%.o: src/%.c $(HDRS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<

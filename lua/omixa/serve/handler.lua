@@ -822,6 +822,10 @@ function M.handle()
   if uri == MODELS_PATH then
     if method ~= "GET" then return simple(405, "Use GET.", "method_not_allowed", { Allow = "GET" }) end
     if not authorized() then return simple(401, "Invalid API key.", "invalid_api_key") end
+    -- Signing covers every request (METHOD is part of what is signed), so a
+    -- GET signs the empty body.
+    local serr = signature_error(method, read_body())
+    if serr then return simple(401, serr, "invalid_signature") end
     return list_models()
   end
   if sub(uri, 1, 8) == "/_omixa/" then return control(uri, method) end

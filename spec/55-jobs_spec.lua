@@ -161,7 +161,7 @@ describe("jobs", function()
   end)
 
   describe("client:fd()", function()
-    local has_luv, uv = pcall(require, "luv")
+    local has_luv = pcall(require, "luv")
     it("becomes readable when the client has work, for an event loop", function()
       if not has_luv then pending("luv is not installed") return end
       srv:faults{ { delay = 0.3 } }

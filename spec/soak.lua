@@ -159,6 +159,12 @@ while done_calls < N do
     end
     local request = { prompt = "soak " .. i, size = pick{ "0.5K", "1K" } }
     for k, v in pairs(fields or {}) do request[k] = v end
+    -- A queued fault may land on another job of the batch than the one it
+    -- was drawn for: bound every call, so a trickle or a delay drawn for a
+    -- call with short deadlines cannot hold another for minutes.
+    call_opts = call_opts or {}
+    call_opts.timeout = call_opts.timeout or 3
+    call_opts.idle_timeout = call_opts.idle_timeout or 1
     batch[#batch + 1] = { i = i, client = client, fresh = fresh, request = request, call_opts = call_opts }
   end
   srv:faults(queue)

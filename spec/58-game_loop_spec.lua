@@ -68,3 +68,78 @@ describe("examples/game_loop.lua", function()
     assert.truthy(frames >= 45, "frames: " .. frames)
   end)
 end)
+
+-- LÖVE itself is not needed: examples/love/main.lua runs here against a
+-- stand-in `love` table that records what it draws, frame by frame.
+describe("examples/love/main.lua", function()
+  local srv
+  setup(function() srv = helpers.serve() end)
+  teardown(function() srv:stop() end)
+
+  it("shows progress every frame, then draws the image", function()
+    srv:faults{ { delay = 0.5 } }
+    local now, sleep = require("omixa.core").now, require("omixa.core").sleep
+    local printed, drawn, images, quit = {}, {}, {}, false
+    local love = {
+      timer = { getTime = now },
+      window = { setTitle = function() end },
+      event = { quit = function() quit = true end },
+      filesystem = { newFileData = function(bytes, name) return { bytes = bytes, name = name } end },
+      graphics = {
+        getDimensions = function() return 800, 600 end,
+        print = function(text) printed[#printed + 1] = text end,
+        newImage = function(data)
+          local info = omixa.sniff(data.bytes)
+          local img = { data = data, getWidth = function() return info.width end,
+                        getHeight = function() return info.height end }
+          images[#images + 1] = img
+          return img
+        end,
+        draw = function(img) drawn[#drawn + 1] = img end,
+      },
+    }
+    local env = setmetatable({ love = love }, { __index = _G })
+    local chunk
+    if setfenv then
+      chunk = assert(loadfile(root .. "/examples/love/main.lua"))
+      setfenv(chunk, env)
+    else
+      chunk = assert(loadfile(root .. "/examples/love/main.lua", "t", env))
+    end
+    -- main.lua's omixa.new() reads OMIXA_BASE_URL: hand it the stand-in's
+    -- through a wrapped module instead
+    package.loaded.omixa = setmetatable({ new = function(o)
+      o = o or {}
+      o.base_url = srv.url
+      return omixa.new(o)
+    end }, { __index = omixa })
+    local ok, err = pcall(function()
+      chunk()
+      love.load()
+      local frames, give_up = 0, now() + 10
+      while #images == 0 and now() < give_up do
+        love.update(1 / 60)
+        love.draw()
+        frames = frames + 1
+        sleep(1 / 60)
+      end
+      assert.truthy(frames > 10, "frames: " .. frames)
+      love.draw()
+      love.keypressed("escape")
+      love.quit()
+    end)
+    package.loaded.omixa = omixa
+    assert(ok, err)
+    assert.equal(1, #images)
+    assert.equal("omixa.png", images[1].data.name)
+    assert.equal("image/png", omixa.sniff(images[1].data.bytes).mime)
+    assert.equal(images[1], drawn[#drawn])
+    local waiting = 0
+    for _, text in ipairs(printed) do
+      if text:match("^waiting%.* [%d.]+ s, 0 bytes received$") then waiting = waiting + 1 end
+    end
+    assert.truthy(waiting > 5, "frames that said 'waiting': " .. waiting)
+    assert.matches("^1024x576 png, [%d.]+ s", printed[#printed])
+    assert.is_true(quit)
+  end)
+end)

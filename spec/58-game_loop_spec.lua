@@ -77,7 +77,7 @@ describe("examples/love/main.lua", function()
   teardown(function() srv:stop() end)
 
   it("shows progress every frame, then draws the image", function()
-    srv:faults{ { delay = 0.5 } }
+    srv:faults{ { delay = 1 } }
     local now, sleep = require("omixa.core").now, require("omixa.core").sleep
     local printed, drawn, images, quit = {}, {}, {}, false
     local love = {

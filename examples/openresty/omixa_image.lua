@@ -1,0 +1,101 @@
+-- omixa_image — GET /image?prompt=... for nginx with the Lua module
+-- (OpenResty, or Debian's nginx + libnginx-mod-http-lua), answering with the
+-- image bytes. It never blocks the worker: omixa only builds the request
+-- (client:prepare) and reads the answer (client:parse); the HTTP exchange is
+-- an nginx subrequest (ngx.location.capture) to the internal location
+-- /_omixa_upstream, which proxy_passes it to the service. While it waits,
+-- the worker serves everything else. See nginx.conf next to this file.
+--
+--   location = /image { content_by_lua_block { require("omixa_image").handle() } }
+--   location = /_omixa_upstream {
+--     internal;
+--     set $omixa_url "";
+--     rewrite_by_lua_block { require("omixa_image").upstream() }   -- after set: URL and headers
+--     proxy_pass $omixa_url;
+--   }
+--
+-- The client comes from the environment (OMIXA_API_KEY, OMIXA_BASE_URL,
+-- OMIXA_MODEL: list them with `env` in nginx.conf); one per worker.
+
+local omixa = require "omixa"
+
+local ngx = ngx
+local pairs, pcall, tostring, type, min, ceil = pairs, pcall, tostring, type, math.min, math.ceil
+
+local M = {}
+
+local UPSTREAM = "/_omixa_upstream"
+-- Own transport: retrying is ours. Only answers that surely come from the
+-- service and bill nothing: nginx's proxy itself says 502 or 504 when the
+-- connection fails or times out, an outcome that may have been billed.
+local MAX_ATTEMPTS = 3
+local RETRY = { [408] = true, [409] = true, [429] = true, [503] = true }
+
+local client
+
+local function fail(status, message)
+  ngx.status = status
+  ngx.header["Content-Type"] = "text/plain; charset=utf-8"
+  ngx.say(message)
+  return ngx.exit(status)
+end
+
+-- One exchange through the subrequest: images, info | nil, err | nil, nil
+-- when the answer was cut short (the outcome is unknown).
+local function exchange(req)
+  local res = ngx.location.capture(UPSTREAM, {
+    method = ngx.HTTP_POST,
+    body = req.body,
+    ctx = { omixa_url = req.url, omixa_headers = req.headers },
+  })
+  if res.truncated then return nil, nil end
+  return client:parse(res.status, res.body or "", res.header)
+end
+
+function M.handle()
+  client = client or omixa.new()
+  local args = ngx.req.get_uri_args()
+  local request = { prompt = args.prompt, aspect_ratio = args.aspect_ratio, size = args.size,
+                    output_format = args.format, model = args.model }
+  for k, v in pairs(request) do
+    if type(v) ~= "string" then request[k] = nil end -- absent or repeated
+  end
+  local ok, req, perr = pcall(client.prepare, client, request)
+  if not ok then return fail(400, tostring(req)) end -- misuse: the message names the field
+  if not req then return fail(500, tostring(perr)) end -- config: no key, ...
+
+  local images, info
+  for attempt = 1, MAX_ATTEMPTS do
+    images, info = exchange(req)
+    if not info then return fail(502, "omixa: the service's answer was cut short (it may have been billed)") end
+    if images or not RETRY[info.status] or attempt == MAX_ATTEMPTS then break end
+    local wait = info.retry_after or min(0.5 * 2 ^ (attempt - 1), 8)
+    if wait > 10 then break end -- say so to our client instead
+    ngx.sleep(wait) -- yields to other requests, never blocks the worker
+  end
+  if not images then
+    ngx.log(ngx.WARN, tostring(info))
+    local status = (info.status == 429 or info.status == 503) and info.status or 502
+    if info.retry_after then ngx.header["Retry-After"] = tostring(ceil(info.retry_after)) end
+    return fail(status, tostring(info))
+  end
+  local img = info.images[1]
+  ngx.header["Content-Type"] = img.mime
+  ngx.header["X-Request-Id"] = info.request_id
+  ngx.print(images[1])
+end
+
+-- The subrequest's URL, and exactly the headers omixa prepared (the
+-- parent's, which nginx copies into every subrequest, are dropped).
+function M.upstream()
+  local ctx = ngx.ctx
+  if not ctx.omixa_url then return ngx.exit(ngx.HTTP_FORBIDDEN) end
+  ngx.var.omixa_url = ctx.omixa_url
+  local wanted = ctx.omixa_headers
+  for name in pairs(ngx.req.get_headers(0, true)) do
+    if name:lower() ~= "content-length" then ngx.req.clear_header(name) end
+  end
+  for name, value in pairs(wanted) do ngx.req.set_header(name, value) end
+end
+
+return M

@@ -417,6 +417,7 @@ function Client:models()
   if not spec then return nil, err end
   spec.url, spec.method, spec.body, spec.parse = self.base_url .. "/models", "GET", nil, parse_json
   spec.retry_unknown = true -- a GET bills nothing: resending is safe
+  spec.on_finish = secrets[self].guard:scrubber()
   local lines = spec.header_lines
   spec.header_lines = function(k)
     local out = {}
@@ -479,7 +480,7 @@ function Client:parse(status, body, headers)
     return job.downloads(engine_of(self), spec, imgs, info, pending):wait()
   end
   info.attempts = 1
-  info.secrets = { key }
+  info.secrets = { key, secrets[self].guard.secret }
   return nil, errors.new(info)
 end
 

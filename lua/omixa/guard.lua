@@ -24,6 +24,7 @@
 --   g:signer(user_names) -> function(method, url, body) -> lines | nil
 --       spec.extra_headers: X-Omixa-Timestamp and X-Omixa-Signature, except
 --       those the user's own headers (lower-case names in user_names) replace
+--   g:scrubber() -> on_finish that keeps the secret out of an error
 --   g:spent() -> "0.072000"; g:check(prepared) -> true | nil, err (no hold);
 --   g:add(amount) counts a billed amount (client:parse)
 --
@@ -38,7 +39,7 @@ local errors = require "omixa.errors"
 local models = require "omixa.models"
 local core = require "omixa.core"
 
-local ipairs, pcall, error, setmetatable, tostring = ipairs, pcall, error, setmetatable, tostring
+local type, pairs, ipairs, pcall, error, setmetatable, tostring = type, pairs, ipairs, pcall, error, setmetatable, tostring
 local format, sub, gsub, match, lower = string.format, string.sub, string.gsub, string.match, string.lower
 local getenv = os.getenv
 local now = core.now
@@ -161,6 +162,22 @@ function Guard:spent()
   return self.budget:spent()
 end
 
+-- The signing secret never reaches the user in an error, even one whose
+-- text came from the server.
+local function scrub(self, err)
+  if not self.secret or type(err) ~= "table" then return end
+  for k, v in pairs(err) do
+    if type(v) == "string" then err[k] = errors.redact(v, { self.secret }) end
+  end
+end
+
+-- on_finish for requests that are neither cached nor budgeted (the model list).
+function Guard:scrubber()
+  return function(_, result, res)
+    if result == nil then scrub(self, res) end
+  end
+end
+
 -- Settle the hold and store a success; then one debug line for the outcome
 -- (logged last: a debug function that raises cannot skip the bookkeeping).
 -- An attempt whose outcome was unknown and that retry_unknown sent again
@@ -185,6 +202,7 @@ function Guard:finisher(h, key)
         end
       end
     else
+      scrub(self, res)
       if res.maybe_billed then h:capture(nil) else h:release() end
       if log then
         log("failed: %s; %s; spent %s USD", tostring(res),

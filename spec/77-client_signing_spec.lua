@@ -5,7 +5,6 @@
 -- secret, and the secret shows nowhere.
 local omixa = require "omixa"
 local helpers = require "helpers"
-local cjson = require "cjson"
 
 local q = helpers.quote
 local GEN_PATH = "/api/v1/images/generations"

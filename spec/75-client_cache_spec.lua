@@ -101,6 +101,20 @@ describe("the cache, through the client", function()
     assert.equal(2, #srv:requests())
   end)
 
+  it("a streamed result is stored too; a hit calls no callback", function()
+    local partials = 0
+    local co = { on_partial = function() partials = partials + 1 end }
+    local images, info = c:generate({ prompt = "streamed", size = "0.5K" }, co)
+    assert.is_table(images, tostring(info))
+    assert.is_true(partials > 0)
+    partials = 0
+    local again, info2 = c:generate({ prompt = "streamed", size = "0.5K" }, co)
+    assert.is_true(info2.cached)
+    assert.same(images, again)
+    assert.equal(0, partials)
+    assert.equal(1, #srv:requests())
+  end)
+
   it("stores only successes", function()
     srv:faults{ { status = 503 }, { truncate = true } }
     local _, err = c:generate{ prompt = "fails" }

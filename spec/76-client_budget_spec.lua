@@ -63,6 +63,20 @@ describe("max_spend, through the client", function()
     c:close()
   end)
 
+  it("counts streamed requests like the others", function()
+    local c = client{ max_spend = "0.12" }
+    local images, info = c:generate({ prompt = "streamed", n = 2, size = "0.5K" }, { stream = true })
+    assert.is_table(images, tostring(info))
+    assert.equal("0.080000", c:spent())
+    local _, err = c:generate({ prompt = "streamed again", n = 2 }, { stream = true })
+    assert.equal("budget", err.kind)
+    srv:faults{ { stream_end_early = true } }
+    _, err = c:generate({ prompt = "cut stream" }, { stream = true })
+    assert.is_true(err.maybe_billed, tostring(err))
+    assert.equal("0.120000", c:spent())
+    c:close()
+  end)
+
   it("holds the estimate of jobs in flight, so concurrent jobs cannot all pass one check", function()
     local c = client{ max_spend = "0.1", concurrency = 4 }
     srv:faults{ { delay = 0.3 }, { delay = 0.3 } }

@@ -82,6 +82,16 @@ describe("signing, through the client", function()
     c:close()
   end)
 
+  it("signs streamed requests", function()
+    local c = omixa.new{ base_url = srv.url, signing_secret = SECRET }
+    local images, info = c:generate({ prompt = "a signed stream", size = "0.5K" }, { stream = true })
+    assert.is_table(images, tostring(info))
+    local seen = srv:requests()[1]
+    assert.equal("text/event-stream", seen.headers["accept"])
+    assert_signed(seen, "POST", GEN_PATH)
+    c:close()
+  end)
+
   it("signs jobs and generate_many", function()
     local c = omixa.new{ base_url = srv.url, signing_secret = SECRET }
     local job = c:start{ prompt = "job" }

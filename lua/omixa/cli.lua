@@ -1,15 +1,18 @@
--- omixa.cli — the `omixa` command: generate images into files, or run the
--- local stand-in service (`omixa serve`). Exit status: 0 ok, 2 usage or
--- validation, 3 API error, 4 network, TLS or timeout, 5 other.
+-- omixa.cli — the `omixa` command: generate images into files, list the
+-- models (`omixa models`), or run the local stand-in service (`omixa
+-- serve`). Exit status: 0 ok, 2 usage or validation, 3 API error, 4
+-- network, TLS or timeout, 5 other (a budget refusal included).
 
-local type, tostring, tonumber, ipairs, pcall = type, tostring, tonumber, ipairs, pcall
-local format, match = string.format, string.match
+local type, tostring, tonumber, ipairs, pairs, pcall, next = type, tostring, tonumber, ipairs, pairs, pcall, next
+local format, match, rep = string.format, string.match, string.rep
+local concat, sort = table.concat, table.sort
 local stderr, stdout = io.stderr, io.stdout
 
 local cli = {}
 
 local USAGE = [[
 usage: omixa PROMPT [options]
+       omixa models [--timeout SECONDS] [--ca-file FILE]
        omixa serve [--port N] [--host ADDR] [--tls] [--dir DIR] [--daemon]
 
 Generate images with the Omixa image service and write them to files.
@@ -34,7 +37,16 @@ options:
       --partials DIR    with --stream, also keep each partial image in DIR
       --timeout SECONDS whole-attempt timeout
       --ca-file FILE    trust this CA bundle (e.g. the stand-in's)
+      --cache DIR       reuse a stored result of the very same request
+                        instead of paying again (default OMIXA_CACHE_DIR)
+      --budget USD      refuse to send when the catalog's estimate would
+                        pass this amount (e.g. 0.10)
   -h, --help            this text
+
+`omixa models` prints the built-in catalog (id, family, price, fields and
+their accepted values) and, with OMIXA_API_KEY or OMIXA_BASE_URL set, what
+the service itself lists (GET {base}/models, as JSON). OMIXA_DEBUG=1 logs
+each request to stderr (key and signature redacted).
       --version         the version
 ]]
 
@@ -91,6 +103,8 @@ local function parse(argv)
       o.timeout = tonumber(value(a))
       if not o.timeout then error({ usage = "--timeout needs a number of seconds" }) end
     elseif a == "--ca-file" then o.ca_file = value(a)
+    elseif a == "--cache" then o.cache_dir = value(a)
+    elseif a == "--budget" then o.max_spend = value(a)
     elseif a == "--" then
       for k = i + 1, #argv do o.prompt = o.prompt and (o.prompt .. " " .. argv[k]) or argv[k] end
       break
@@ -151,7 +165,8 @@ local function generate(o)
   if #o.inputs > 0 then request.input_images = o.inputs end
   for _, kv in ipairs(o.sets) do request[kv[1]] = kv[2] end
 
-  local ok, client = pcall(omixa.new, { timeout = o.timeout, ca_file = o.ca_file })
+  local ok, client = pcall(omixa.new, { timeout = o.timeout, ca_file = o.ca_file, cache_dir = o.cache_dir,
+                                        max_spend = o.max_spend })
   if not ok then return die(EXIT.usage, "%s", (tostring(client):gsub("^omixa: ", ""))) end
 
   if o.dry_run then
@@ -193,6 +208,7 @@ local function generate(o)
     stderr:write(tostring(info), "\n")
     return KIND_EXIT[info.kind] or EXIT.other
   end
+  if info.cached and show then stderr:write("omixa: from the cache, nothing sent\n") end
   local base = o.output
   if not base then
     local fmt = info.images[1] and info.images[1].format or o.output_format or "png"
@@ -213,12 +229,97 @@ local function generate(o)
   return EXIT.ok
 end
 
+-- ---- omixa models ----
+
+-- One field of the catalog as text: name, type, accepted values or range.
+local function field_text(name, f)
+  local parts = {}
+  if f.values then parts[#parts + 1] = concat(f.values, ", ")
+  elseif f.min or f.max then parts[#parts + 1] = format("%s %s..%s", f.type, tostring(f.min or ""), tostring(f.max or ""))
+  else parts[#parts + 1] = f.type end
+  if f.required then parts[#parts + 1] = "required" end
+  return format("    %-18s %s", name, concat(parts, "; "))
+end
+
+local function print_catalog(models)
+  local ids = {}
+  for id in pairs(models) do ids[#ids + 1] = id end
+  sort(ids)
+  stdout:write("built-in catalog:\n")
+  for _, id in ipairs(ids) do
+    local m = models[id]
+    stdout:write(format("  %s  family %s, %s%s\n", id, m.family,
+      m.price and (m.price .. " USD per image") or "price not documented", m.streaming and ", streaming" or ""))
+    for _, name in ipairs(m.order) do stdout:write(field_text(name, m.fields[name]), "\n") end
+  end
+end
+
+-- JSON as the service sent it, indented; object keys sorted.
+local function pretty(v, indent, out)
+  local cjson = require "cjson"
+  if type(v) ~= "table" then
+    out[#out + 1] = v == cjson.null and "null" or cjson.encode(v)
+    return
+  end
+  local pad = rep("  ", indent + 1)
+  if #v > 0 or next(v) == nil then
+    if #v == 0 then out[#out + 1] = "[]"; return end
+    out[#out + 1] = "[\n"
+    for i, x in ipairs(v) do
+      out[#out + 1] = pad
+      pretty(x, indent + 1, out)
+      out[#out + 1] = i < #v and ",\n" or "\n"
+    end
+  else
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+    sort(keys)
+    out[#out + 1] = "{\n"
+    for i, k in ipairs(keys) do
+      out[#out + 1] = pad .. cjson.encode(k) .. ": "
+      pretty(v[k], indent + 1, out)
+      out[#out + 1] = i < #keys and ",\n" or "\n"
+    end
+  end
+  out[#out + 1] = rep("  ", indent) .. (#v > 0 and "]" or "}")
+end
+
+local function list_models(o)
+  local omixa = require "omixa"
+  print_catalog(omixa.models)
+  local key, base = os.getenv("OMIXA_API_KEY"), os.getenv("OMIXA_BASE_URL")
+  if (key or "") == "" and (base or "") == "" then
+    if stderr_is_tty() then
+      stderr:write("omixa: set OMIXA_API_KEY (or OMIXA_BASE_URL) to also list what the service offers\n")
+    end
+    return EXIT.ok
+  end
+  local ok, client = pcall(omixa.new, { timeout = o.timeout, ca_file = o.ca_file })
+  if not ok then return die(EXIT.usage, "%s", (tostring(client):gsub("^omixa: ", ""))) end
+  local list, err = client:models()
+  if list == nil then
+    stderr:write(tostring(err), "\n")
+    return KIND_EXIT[err.kind] or EXIT.other
+  end
+  local out = {}
+  pretty(list, 0, out)
+  stdout:write(format("\nthe service at %s lists:\n", client.base_url), concat(out), "\n")
+  client:close()
+  return EXIT.ok
+end
+
 function cli.main(argv)
   argv = argv or {}
   if argv[1] == "serve" then
     local rest = {}
     for k = 2, #argv do rest[#rest + 1] = argv[k] end
     return require("omixa.serve").main(rest)
+  end
+  local models_cmd = argv[1] == "models"
+  if models_cmd then
+    local rest = {}
+    for k = 2, #argv do rest[#rest + 1] = argv[k] end
+    argv = rest
   end
   local ok, o = pcall(parse, argv)
   if not ok then
@@ -230,6 +331,13 @@ function cli.main(argv)
   end
   if o.help then stdout:write(USAGE); return EXIT.ok end
   if o.version then stdout:write(require("omixa")._VERSION, "\n"); return EXIT.ok end
+  if models_cmd then
+    if o.prompt then
+      stderr:write("omixa: models takes no prompt\n", "try 'omixa --help'\n")
+      return EXIT.usage
+    end
+    return list_models(o)
+  end
   if not o.prompt then
     stderr:write(USAGE)
     return EXIT.usage

@@ -16,12 +16,13 @@ local core = require "omixa.core"
 local response = require "omixa.response"
 local errors = require "omixa.errors"
 local stream = require "omixa.stream"
+local debuglog = require "omixa.debuglog"
 
 local type, ipairs, pairs, pcall, error, setmetatable, tostring =
   type, ipairs, pairs, pcall, error, setmetatable, tostring
 local match, lower, format = string.match, string.lower, string.format
 local min, random, huge = math.min, math.random, math.huge
-local remove = table.remove
+local remove, concat = table.remove, table.concat
 local now = core.now
 
 local M = {}
@@ -46,7 +47,49 @@ function M.engine(opts)
     streaming = {},    -- job -> true: a stream read as it arrives
     pending_raise = nil,
     closed = false,
+    log = opts.log,    -- the client's debug log (omixa.debuglog), or nil
   }
+end
+
+-- ---- hooks: the client's debug log, signing and on_finish ----
+-- They run outside libcurl's callbacks. An error one raises (the user's debug
+-- function, say) is raised again from the call driving the engine, like a
+-- callback's, and never leaves a round half done.
+
+local function defer_raise(eng, err)
+  if eng.pending_raise == nil then eng.pending_raise = { err } end
+end
+
+local function log(j, fmt, ...)
+  local l = j.eng.log
+  if not l then return end
+  local ok, err = pcall(l, fmt, ...)
+  if not ok then defer_raise(j.eng, err) end
+end
+
+-- Header lines for the log, credentials and signature redacted.
+local function shown_headers(lines)
+  return concat(debuglog.redact_headers(lines), "; ")
+end
+
+-- spec.extra_headers(method, url, body) -> lines (request signing), added
+-- to LINES for each attempt and each download from the service's origin.
+local function add_extra_headers(spec, lines, method, url, body)
+  if not spec.extra_headers then return lines end
+  for _, line in ipairs(spec.extra_headers(method, url, body) or {}) do lines[#lines + 1] = line end
+  return lines
+end
+
+-- One line per finished transfer: status or failure, time, bytes.
+local function log_transfer(owner, tr)
+  local j = owner.job
+  local res, terr = tr:result()
+  local _, sent, _, received = tr:progress()
+  local what = owner.what == "main" and format("%s %s attempt %d", owner.method, j.spec.url, j.attempt)
+    or format("GET image %d", owner.index)
+  local outcome = res and format("%d", res.status or 0)
+    or format("%s%s: %s", terr.kind, terr.status and (" " .. terr.status) or "", tostring(terr.message))
+  log(j, "< %s %s: %.3fs, %d bytes sent, %d received", outcome, what, now() - owner.started, sent, received)
 end
 
 local function origin(url)
@@ -91,6 +134,13 @@ local function finish(j, images, info_or_err)
   j.eng.streaming[j] = nil
   if j.sse then j.sse:close() end
   release_slot(j.eng, j)
+  -- spec.on_finish(j, images, info_or_err): the client settles its budget
+  -- hold, fills its cache and logs the outcome; once per job.
+  local hook = j.spec.on_finish
+  if hook then
+    local ok, err = pcall(hook, j, images, info_or_err)
+    if not ok then defer_raise(j.eng, err) end
+  end
 end
 
 local function finish_error(j, f)
@@ -116,8 +166,10 @@ local function send_attempt(j)
   if not ok then return finish_raise(j, key) end
   if kerr then return finish_error(j, { kind = "config", message = kerr, attempts = j.attempt - 1 }) end
   j.key = key
+  local method = spec.method or "POST"
   local req = spec.transfer_options{
-    url = spec.url, method = "POST", body = spec.body, headers = spec.header_lines(key),
+    url = spec.url, method = method, body = spec.body,
+    headers = add_extra_headers(spec, spec.header_lines(key), method, spec.url, spec.body),
   }
   local on_progress = spec.co.on_progress
   if on_progress then
@@ -128,7 +180,11 @@ local function send_attempt(j)
   end
   j.state = "sending"
   j.transfer = j.eng.multi:add(req)
-  j.eng.by_transfer[j.transfer] = { job = j, what = "main" }
+  j.eng.by_transfer[j.transfer] = { job = j, what = "main", method = method, started = now() }
+  if j.eng.log then
+    log(j, "> %s %s attempt %d, %d bytes: %s", method, spec.url, j.attempt, spec.body and #spec.body or 0,
+      shown_headers(req.headers))
+  end
   if spec.stream then
     if j.sse then j.sse:close() end
     j.sse, j.sse_checked = nil, false
@@ -202,12 +258,16 @@ local function start_downloads(j, images, info, pending)
         message = "image url is not http(s): " .. url:sub(1, 200) })
     end
     local hdrs = {}
-    -- The key goes only to the service's own origin, and never in clear
-    -- text where the client would not send it.
-    if j.key and origin(url) == origin(spec.url) then hdrs[1] = "Authorization: Bearer " .. j.key end
+    -- The key and the signature go only to the service's own origin, and
+    -- never in clear text where the client would not send them.
+    if origin(url) == origin(spec.url) then
+      if j.key then hdrs[1] = "Authorization: Bearer " .. j.key end
+      add_extra_headers(spec, hdrs, "GET", url, "")
+    end
     local t = j.eng.multi:add(spec.transfer_options{ url = url, method = "GET", headers = hdrs })
     j.downloads[#j.downloads + 1] = t
-    j.eng.by_transfer[t] = { job = j, what = "download", index = p.index }
+    j.eng.by_transfer[t] = { job = j, what = "download", index = p.index, started = now() }
+    if j.eng.log then log(j, "> GET %s (image %d): %s", url, p.index, shown_headers(hdrs)) end
   end
 end
 
@@ -259,7 +319,7 @@ local function on_main(j, tr)
       f.retryable = f.maybe_billed
       return finish_error(j, f)
     end
-    local images, info, pending = response.parse(res.status, res.headers, body, { model = spec.model })
+    local images, info, pending = (spec.parse or response.parse)(res.status, res.headers, body, { model = spec.model })
     body:close()
     if images then
       info.attempts = j.attempt
@@ -362,8 +422,18 @@ function M.drive(eng, timeout)
     local owner = eng.by_transfer[tr]
     eng.by_transfer[tr] = nil
     if owner then
+      if eng.log then log_transfer(owner, tr) end
       if owner.what == "main" then on_main(owner.job, tr)
       else on_download(owner.job, tr, owner.index) end
+      local j = owner.job
+      if j.state == "backoff" then
+        -- sent again under retry_unknown: this attempt may have been billed
+        if j.last_failure.maybe_billed then j.unknown_outcomes = (j.unknown_outcomes or 0) + 1 end
+        if eng.log then
+          log(j, "retry of %s in %.2fs (attempt %d of at most %d)", j.spec.url, j.wait_until - now(),
+            j.attempt + 1, j.spec.max_retries + 1)
+        end
+      end
     end
   end
   for j in pairs(eng.streaming) do
@@ -393,7 +463,11 @@ end
 
 -- spec = { url =, body =, model =, co = call options, api_key = function()
 --   -> key | nil, err, header_lines = function(key) -> lines,
---   transfer_options = function(req) -> req, max_retries =, retry_unknown = }
+--   transfer_options = function(req) -> req, max_retries =, retry_unknown =,
+--   and optional hooks: method = "GET" (default "POST"), parse = function(status,
+--   headers, body, ctx) -> result, info | nil, fields (default response.parse),
+--   extra_headers = function(method, url, body) -> lines (each attempt and
+--   each same-origin download), on_finish = function(job, result, info_or_err) }
 function M.start(eng, spec)
   local j = setmetatable({ eng = eng, spec = spec, attempt = 0, state = "queued", finished = false }, Job)
   eng.queue[#eng.queue + 1] = j

@@ -1,0 +1,229 @@
+-- omixa.guard — what a client puts around each request it sends: the
+-- content cache (cache_dir), the spend guard (max_spend), request signing
+-- (signing_secret) and the debug log (debug, OMIXA_DEBUG). The pieces live
+-- in omixa.cache, omixa.budget, omixa.signing and omixa.debuglog; this is
+-- the order they run in:
+--
+--   build and validate -> g:lookup (a hit is the result: nothing sent, no
+--   cost) -> g:hold (refused: a "budget" error, nothing sent) -> send, each
+--   attempt signed afresh (g:signer) -> g:finisher settles the hold
+--   (success: the billed amount; unknown outcome: the estimate; else
+--   nothing) and stores a success in the cache.
+--
+--   guard.new(opts, current_key) -> g      raises on misuse (level 3: the
+--       caller of omixa.new); opts are the client's checked options;
+--       current_key() -> the key last used, masked in every log line
+--   g.log                                  debuglog function, or nil
+--   g:lookup(url, body) -> key, images, info   key nil without a cache;
+--       images, info on a hit (info.cached = true, attempts = 0, and no
+--       billed_amount: nothing was billed for this call)
+--   g:hold(prepared) -> hold | nil, err    the catalog's price x n of the
+--       request omixa.schema prepared; err an omixa error, kind "budget"
+--   g:finisher(hold, key) -> function(job, images, info_or_err)  omixa.job's
+--       spec.on_finish
+--   g:signer(user_names) -> function(method, url, body) -> lines | nil
+--       spec.extra_headers: X-Omixa-Timestamp and X-Omixa-Signature, except
+--       those the user's own headers (lower-case names in user_names) replace
+--   g:scrubber() -> on_finish that keeps the secret out of an error
+--   g:spent() -> "0.072000"; g:check(prepared) -> true | nil, err (no hold);
+--   g:add(amount) counts a billed amount (client:parse)
+--
+-- The signing secret is kept here, never in the client table, an error or
+-- a log line.
+
+local cache = require "omixa.cache"
+local budget = require "omixa.budget"
+local signing = require "omixa.signing"
+local debuglog = require "omixa.debuglog"
+local errors = require "omixa.errors"
+local models = require "omixa.models"
+local core = require "omixa.core"
+
+local type, pairs, ipairs, pcall, error, setmetatable, tostring = type, pairs, ipairs, pcall, error, setmetatable, tostring
+local format, sub, gsub, match, lower = string.format, string.sub, string.gsub, string.match, string.lower
+local getenv = os.getenv
+local now = core.now
+
+local guard = {}
+
+local Guard = {}
+Guard.__index = Guard
+Guard.__name = "omixa.guard"
+Guard.__tostring = function() return "omixa.guard" end
+
+local GiB = 1024 * 1024 * 1024
+
+local function env(name)
+  local v = getenv(name)
+  if v == "" then return nil end
+  return v
+end
+
+local function misuse(msg)
+  error(msg, 4) -- guard.new <- client.new <- omixa.new <- the user
+end
+
+function guard.new(opts, current_key)
+  local g = setmetatable({}, Guard)
+
+  local secret = opts.signing_secret
+  if secret == "" then misuse("omixa: option 'signing_secret' must not be empty") end
+  g.secret = secret or env("OMIXA_SIGNING_SECRET")
+
+  local ok, log = pcall(debuglog.new, opts.debug, function()
+    return { current_key(), g.secret }
+  end)
+  if not ok then misuse(log) end
+  g.log = log
+
+  -- Without max_spend the budget has no practical limit: it only counts.
+  local limit = opts.max_spend
+  if limit == nil then limit = budget.format(budget.MAX) end
+  local b
+  ok, b = pcall(budget.new, limit)
+  if not ok then misuse((gsub(tostring(b), "^omixa: max_spend:", "omixa: option 'max_spend':"))) end
+  g.budget, g.limited = b, opts.max_spend ~= nil
+
+  local dir = opts.cache_dir or env("OMIXA_CACHE_DIR")
+  if opts.cache_dir == "" then misuse("omixa: option 'cache_dir' must not be empty") end
+  if dir then
+    local c, err = cache.new{ dir = dir, max_bytes = opts.cache_max_bytes or GiB }
+    if not c then misuse("omixa: cache_dir: " .. err) end
+    g.cache = c
+  elseif opts.cache_max_bytes then
+    misuse("omixa: option 'cache_max_bytes' needs cache_dir (or OMIXA_CACHE_DIR)")
+  end
+  if g.log then
+    g.log("client: cache %s, max_spend %s, signing %s", g.cache and g.cache.dir or "off",
+      g.limited and (b:limit() .. " USD") or "none", g.secret and "on" or "off")
+  end
+  return g
+end
+
+local function short(key) return sub(key, 1, 12) end
+
+function Guard:lookup(url, body)
+  local c = self.cache
+  if not c then return nil end
+  local t0 = now()
+  local key = c:key(url, body)
+  local images, info = c:get(key)
+  local log = self.log
+  if not images then
+    if log then
+      if info == "miss" then log("cache miss %s", short(key))
+      else log("cache %s: %s; removed, counted as a miss", short(key), info) end
+    end
+    return key
+  end
+  info.billed_amount = nil
+  info.elapsed = now() - t0
+  if log then log("cache hit %s: %d image%s, nothing sent", short(key), #images, #images == 1 and "" or "s") end
+  return key, images, info
+end
+
+-- The catalog's price x n for a prepared request (omixa.schema.check), n
+-- the number of images asked for.
+local function estimate(self, prepared)
+  local n = 1
+  for _, f in ipairs(prepared.fields) do
+    if f[1] == "n" then n = f[2] end
+  end
+  return self.budget:estimate(prepared.spec or models[prepared.model], n), n
+end
+
+local function refusal(self, message)
+  if self.log then self.log("budget: refused, nothing sent: %s", message) end
+  return nil, errors.new{ kind = "budget", message = message, attempts = 0, maybe_billed = false, retryable = false }
+end
+
+function Guard:check(prepared)
+  local ok, err = self.budget:allows((estimate(self, prepared)))
+  if not ok then return refusal(self, err) end
+  return true
+end
+
+function Guard:hold(prepared)
+  local micros, n = estimate(self, prepared)
+  local h, err = self.budget:hold(micros)
+  if not h then return refusal(self, err) end
+  if self.log and self.limited then
+    self.log("budget: holding %s USD for %s x%d (%s spent of %s)", budget.format(micros), prepared.model, n,
+      self.budget:spent(), self.budget:limit())
+  end
+  return h
+end
+
+function Guard:add(amount)
+  if amount ~= nil then self.budget:add(amount) end
+end
+
+function Guard:spent()
+  return self.budget:spent()
+end
+
+-- The signing secret never reaches the user in an error, even one whose
+-- text came from the server.
+local function scrub(self, err)
+  if not self.secret or type(err) ~= "table" then return end
+  for k, v in pairs(err) do
+    if type(v) == "string" then err[k] = errors.redact(v, { self.secret }) end
+  end
+end
+
+-- on_finish for requests that are neither cached nor budgeted (the model list).
+function Guard:scrubber()
+  return function(_, result, res)
+    if result == nil then scrub(self, res) end
+  end
+end
+
+-- Settle the hold and store a success; then one debug line for the outcome
+-- (logged last: a debug function that raises cannot skip the bookkeeping).
+-- An attempt whose outcome was unknown and that retry_unknown sent again
+-- (job.unknown_outcomes) may have been billed too: each counts the estimate.
+function Guard:finisher(h, key)
+  local log, c, b = self.log, self.cache, self.budget
+  return function(j, images, res)
+    local extra = j.unknown_outcomes or 0
+    for _ = 1, extra do b:add(budget.format(h.micros)) end
+    if images then
+      local billed_ok, why = h:capture(res.billed_amount)
+      local stored, err
+      if c and key then stored, err = c:put(key, images, res) end
+      if log then
+        log("done: %d image%s, %d attempt%s, %.3fs, billed %s%s; spent %s USD", #images, #images == 1 and "" or "s",
+          res.attempts or 0, res.attempts == 1 and "" or "s", res.elapsed or 0, tostring(res.billed_amount),
+          extra > 0 and format(" (and %d attempt%s of unknown outcome counted at the estimate)", extra,
+            extra == 1 and "" or "s") or "", b:spent())
+        if not billed_ok then log("budget: %s", why) end
+        if c and key then
+          if stored then log("cache put %s", short(key)) else log("cache put %s failed: %s", short(key), err) end
+        end
+      end
+    else
+      scrub(self, res)
+      if res.maybe_billed then h:capture(nil) else h:release() end
+      if log then
+        log("failed: %s; %s; spent %s USD", tostring(res),
+          res.maybe_billed and "counted the estimate (maybe billed)" or "nothing billed", b:spent())
+      end
+    end
+  end
+end
+
+function Guard:signer(user_names)
+  local secret = self.secret
+  if not secret then return nil end
+  return function(method, url, body)
+    local lines = signing.headers(secret, method, signing.path(url), body)
+    local out = {}
+    for _, line in ipairs(lines) do
+      local name = lower(match(line, "^([^:]+)"))
+      if not user_names[name] then out[#out + 1] = line end
+    end
+    return out
+  end
+end
+
+return guard

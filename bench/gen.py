@@ -12,6 +12,7 @@ service's shape:
   tiny.json   U, C8, P and CONN (the connection count): 1 image of ~12 KiB
   input.png   U:  the 8 MiB input image, given to the clients as a file path
   req-*.json  the request bodies curl sends (the other clients build the same)
+  NAME-I.png  image I of answer NAME.json, to check the decoded bytes against
   manifest    one line per workload: name, images, bytes per image
 """
 import base64
@@ -72,6 +73,10 @@ def main():
     write(os.path.join(out, "l.json"), response([big], "0.040000"))
     write(os.path.join(out, "tiny.json"), response([tiny], "0.040000"))
     write(os.path.join(out, "input.png"), inp)
+    # The expected images, byte for byte, for the clients' checked first run.
+    for name, imgs in (("s", [s]), ("m4", m4), ("l", [big]), ("tiny", [tiny])):
+        for i, img in enumerate(imgs):
+            write(os.path.join(out, "%s-%d.png" % (name, i + 1)), img)
     write(os.path.join(out, "req-1.json"), request(1))
     write(os.path.join(out, "req-4.json"), request(4))
     write(os.path.join(out, "req-u.json"), request(1, inp))

@@ -274,7 +274,7 @@ end
 
 -- Clients -------------------------------------------------------------------------
 
-local BASE_ENV = { "PATH=/usr/bin:/bin", "LANG=C.UTF-8", "HOME=" .. work }
+local BASE_ENV = { "PATH=/usr/bin:/bin", "LANG=C.UTF-8", "HOME=" .. work, "PYTHONDONTWRITEBYTECODE=1" }
 
 local function lua_client(id, label, interp, script, cpath, family)
   local env = { table.unpack(BASE_ENV) }
@@ -349,19 +349,27 @@ local function curl_argv(w, k, loc)
   return { "/usr/bin/curl", "-K", path }
 end
 
-local function argv_of(client, w, k, loc)
+-- The answer file of each location, without ".json": the expected images
+-- are DIR/<it>-<i>.png.
+local ANSWER = { s = "s", m4 = "m4", l = "l", u = "tiny", c8 = "tiny", conn = "tiny" }
+
+-- Client arguments: BASE WORKLOAD K N BYTES INPUT [VERIFY]. With VERIFY (a
+-- path prefix), the client also compares every image byte for byte with
+-- VERIFY-<i>.png: done on each cell's first run, which is not timed.
+local function argv_of(client, w, k, loc, verify)
   if client.id == "curl" then return curl_argv(w, k, loc) end
   local m = manifest[w.id] or manifest.S
   local argv = { table.unpack(client.argv) }
   for _, a in ipairs({ base_url(client, loc or w.loc), w.id, tostring(k), tostring(m.n), tostring(m.bytes),
-                       w.id == "U" and (work .. "/input.png") or "-" }) do
+                       w.id == "U" and (work .. "/input.png") or "-",
+                       verify and (work .. "/" .. ANSWER[loc or w.loc]) or "-" }) do
     argv[#argv + 1] = a
   end
   return argv
 end
 
-local function run_cell(client, w, k, loc)
-  local res = run(argv_of(client, w, k, loc), client.env)
+local function run_cell(client, w, k, loc, verify)
+  local res = run(argv_of(client, w, k, loc, verify), client.env)
   if res.code ~= 0 or res.signal ~= 0 or res.timed_out then
     error(format("%s %s (K=%d) failed%s (exit %s): %s%s", client.id, w.id, k,
       res.timed_out and " after a timeout" or "", tostring(res.code), res.err, res.out), 0)
@@ -548,28 +556,43 @@ local function main()
     return nil
   end
 
-  -- Cells, and a calibration run (K=1 then K=0) that also checks the work.
+  -- A cell whose client fails (exit status, wrong images, a timeout) is
+  -- reported as failed; the others go on.
+  local failures = {}
+  local function guarded(cell, f)
+    local ok, err = pcall(f)
+    if not ok then
+      cell.na = "failed"
+      failures[#failures + 1] = tostring(err)
+      say("bench: %s", tostring(err))
+    end
+  end
+
+  -- Cells, and their calibration; the first run of each checks every byte.
   local cells = {}
   for _, w in ipairs(WORKLOADS) do
     for _, cid in ipairs(w.clients) do
       local c = CLIENT[cid]
       local cell = { w = w, c = c, walls = {}, rsses = {}, polls = {} }
-      local r1 = run_cell(c, w, 1)
-      if r1.na then
-        cell.na = r1.na
-      elseif w.id == "P" then
-        cell.k = 1
-      else
-        -- K grows fourfold until a K-run takes a quarter of the budget,
-        -- so that start-up noise cannot dominate the estimate.
-        local w0 = math.min(run_cell(c, w, 0).wall, run_cell(c, w, 0).wall)
-        local k, t = 1, r1.wall - w0
-        while t < opts.budget / 4 and k < KMAX do
-          k = math.min(KMAX, k * 4)
-          t = run_cell(c, w, k).wall - w0
+      guarded(cell, function()
+        run_cell(c, w, 1, nil, true) -- checks every byte; then the timed calibration
+        local r1 = run_cell(c, w, 1)
+        if r1.na then
+          cell.na = r1.na
+        elseif w.id == "P" then
+          cell.k = 1
+        else
+          -- K grows fourfold until a K-run takes a quarter of the budget,
+          -- so that start-up noise cannot dominate the estimate.
+          local w0 = math.min(run_cell(c, w, 0).wall, run_cell(c, w, 0).wall)
+          local k, t = 1, r1.wall - w0
+          while t < opts.budget / 4 and k < KMAX do
+            k = math.min(KMAX, k * 4)
+            t = run_cell(c, w, k).wall - w0
+          end
+          cell.k = math.max(1, math.min(KMAX, math.floor(k * opts.budget / math.max(t, 1e-6) + 0.5)))
         end
-        cell.k = math.max(1, math.min(KMAX, math.floor(k * opts.budget / math.max(t, 1e-6) + 0.5)))
-      end
+      end)
       say("bench: calibrated %-3s %-16s %s", w.id, c.label, cell.na or ("K=" .. cell.k))
       cells[#cells + 1] = cell
     end
@@ -580,21 +603,24 @@ local function main()
     local t0 = uv.hrtime()
     for _, cell in ipairs(cells) do
       if not cell.na then
-        if cell.w.id == "P" then
-          local res = run_cell(cell.c, cell.w, 1)
-          local med, max = res.out:match("poll_ms (%S+) (%S+)")
-          cell.polls[#cell.polls + 1] = tonumber(med)
-          cell.poll_max = math.max(cell.poll_max or 0, tonumber(max) or 0)
-        else
-          local a, b
-          if r % 2 == 1 then
-            a = run_cell(cell.c, cell.w, cell.k); b = run_cell(cell.c, cell.w, 0)
+        guarded(cell, function()
+          if cell.w.id == "P" then
+            local res = run_cell(cell.c, cell.w, 1)
+            local med, max = res.out:match("poll_ms (%S+) (%S+)")
+            if not tonumber(med) then error(format("%s P printed no poll time: %s", cell.c.id, res.out), 0) end
+            cell.polls[#cell.polls + 1] = tonumber(med)
+            cell.poll_max = math.max(cell.poll_max or 0, tonumber(max) or 0)
           else
-            b = run_cell(cell.c, cell.w, 0); a = run_cell(cell.c, cell.w, cell.k)
+            local a, b
+            if r % 2 == 1 then
+              a = run_cell(cell.c, cell.w, cell.k); b = run_cell(cell.c, cell.w, 0)
+            else
+              b = run_cell(cell.c, cell.w, 0); a = run_cell(cell.c, cell.w, cell.k)
+            end
+            cell.walls[#cell.walls + 1] = (a.wall - b.wall) / cell.k
+            cell.rsses[#cell.rsses + 1] = (a.rss or 0) - (b.rss or 0)
           end
-          cell.walls[#cell.walls + 1] = (a.wall - b.wall) / cell.k
-          cell.rsses[#cell.rsses + 1] = (a.rss or 0) - (b.rss or 0)
-        end
+        end)
       end
     end
     say("bench: round %d/%d done in %.1f s", r, opts.rounds, (uv.hrtime() - t0) / 1e9)
@@ -603,7 +629,7 @@ local function main()
   -- 20 sequential requests on one client: connections seen by nginx.
   local conn = {}
   for _, c in ipairs(CLIENTS) do
-    run_cell(c, { id = "CONN", loc = "conn", body = "req-1.json" }, 20, "conn")
+    guarded({}, function() run_cell(c, { id = "CONN", loc = "conn", body = "req-1.json" }, 20, "conn", true) end)
   end
   local log = read_file(work .. "/access.log") or ""
   local seen, requests, expects = {}, {}, {}
@@ -628,7 +654,7 @@ local function main()
   local pr, why = profile("L")
   if not pr then say("bench: no profile: %s", why) end
 
-  local results = { cells = cells, conn = conn, expects = expects, machine = machine(), profile = pr, profile_why = why,
+  local results = { cells = cells, conn = conn, expects = expects, machine = machine(), profile = pr, profile_why = why, failures = failures,
                     load_before = load_before, load_after = loadavg(),
                     seconds = (uv.hrtime() - started) / 1e9 }
   return results
@@ -641,7 +667,7 @@ local function fmt_ms(v)
   if v >= 100 then return format("%.0f", v) end
   if v >= 10 then return format("%.1f", v) end
   if v >= 1 then return format("%.2f", v) end
-  return format("%.3f", v)
+  return format("%.3g", v)
 end
 
 local function fmt_ratio(v)
@@ -850,6 +876,7 @@ local function report(res)
     conn[#conn + 1] = format("%s %d", c.label, res.conn[c.id].connections)
   end
   print("TCP connections for 20 sequential requests: " .. concat(conn, ", "))
+  for _, f in ipairs(res.failures) do print("FAILED: " .. f) end
   print(format("%s on %d cores, load %s before, %s after; %.0f s", m.cpu, tonumber(m.cores) or 0,
     res.load_before, res.load_after, res.seconds))
   local pr = res.profile
@@ -887,8 +914,9 @@ local function report(res)
   p(format("  %d ms for C8 (`ngx.sleep`), and hand the pre-built response file to nginx's static module", DELAY * 1000))
   p("  (`ngx.exec` to an `internal` `alias` location). The files come from `bench/gen.py`.")
   p("- Work: each client POSTs the same JSON request, receives the answer and decodes every image to")
-  p("  bytes in memory, then checks the count, the size and the PNG signature (curl, the floor, only")
-  p("  moves the bytes). The curl floor is one `curl` process reading a config file of K URLs")
+  p("  bytes in memory, then checks the count, the size and the PNG signature (and, in an untimed first")
+  p("  run of each cell, every byte against the expected image); curl, the floor, only moves the bytes.")
+  p("  The curl floor is one `curl` process reading a config file of K URLs")
   p("  (`data-binary = \"@req.json\"`, `output = \"/dev/null\"`, one connection).")
   p("- Time: per-request time = (wall of a process making K requests − wall of the same process making")
   p("  0 requests) / K, so interpreter start-up, module loading and client creation cancel out. The")
@@ -971,6 +999,12 @@ local function report(res)
   end
   p(format("`Expect: 100-continue` on the U upload was sent by: %s.", #ex > 0 and concat(ex, ", ") or "no client"))
   p()
+  if #res.failures > 0 then
+    p("## Failures")
+    p()
+    for _, f in ipairs(res.failures) do p("- `" .. f:gsub("\n", " "):sub(1, 400) .. "`") end
+    p()
+  end
   p("## Where the time goes: omixa on L")
   p()
   if pr then

@@ -2,17 +2,25 @@
 -- Lua user writes without omixa. luasocket's socket.http with ltn12 sinks,
 -- lua-cjson, and the pure-Lua table-driven base64 of b64.lua.
 --
---   lua diy.lua BASE WORKLOAD K N BYTES INPUT
+--   lua diy.lua BASE WORKLOAD K N BYTES INPUT VERIFY
 --
 -- The same work as clients/omixa.lua: K requests with the same JSON body
 -- (U: the input image read from its path, base64-encoded into a data URL),
--- each answer decoded to image strings in memory and checked.
+-- each answer decoded to image strings in memory and checked (VERIFY as there).
 local http = require "socket.http"
 local ltn12 = require "ltn12"
 local cjson = require "cjson"
 local b64 = require "b64"
 
 local base, workload, K, N, BYTES, input = arg[1], arg[2], tonumber(arg[3]), tonumber(arg[4]), tonumber(arg[5]), arg[6]
+local verify = arg[7] ~= "-" and arg[7] or nil -- compare with <verify>-<i>.png
+
+local function expected(i)
+  local f = assert(io.open(verify .. "-" .. i .. ".png", "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
 local url = base .. "/images/generations"
 
 local function fail(msg)
@@ -62,5 +70,6 @@ for _ = 1, K do
     if #img ~= BYTES or img:sub(1, 4) ~= "\137PNG" then
       fail("image " .. i .. " has " .. #img .. " bytes, expected a PNG of " .. BYTES)
     end
+    if verify and img ~= expected(i) then fail("image " .. i .. " differs from " .. verify .. "-" .. i .. ".png") end
   end
 end

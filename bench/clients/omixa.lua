@@ -1,18 +1,27 @@
 -- bench/clients/omixa.lua — the omixa client of the bench (Lua 5.4 or LuaJIT).
 --
---   lua omixa.lua BASE WORKLOAD K N BYTES INPUT
+--   lua omixa.lua BASE WORKLOAD K N BYTES INPUT VERIFY
 --
 -- Makes K requests (C8: K batches of 8 at concurrency 8) to BASE with one
 -- client, as a user would: omixa.new{base_url=...}:generate{...}; each
 -- answer's images are decoded to Lua strings and checked (count, size, PNG
--- signature). K = 0 loads everything and builds the client and the request
--- but sends nothing: the runner subtracts that run. P prints the time of one
+-- signature; with VERIFY, not "-", every byte against VERIFY-<i>.png).
+-- K = 0 loads everything and builds the client and the request but sends
+-- nothing: the runner subtracts that run. P prints the time of one
 -- job:poll() with 8 jobs in flight. C8 and P print "n/a (not built yet)"
 -- while omixa has no non-blocking jobs.
 local omixa = require "omixa"
 local core = require "omixa.core"
 
 local base, workload, K, N, BYTES, input = arg[1], arg[2], tonumber(arg[3]), tonumber(arg[4]), tonumber(arg[5]), arg[6]
+local verify = arg[7] ~= "-" and arg[7] or nil -- compare with <verify>-<i>.png
+
+local function expected(i)
+  local f = assert(io.open(verify .. "-" .. i .. ".png", "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
 
 local function fail(msg)
   io.stderr:write("omixa client: ", workload, ": ", tostring(msg), "\n")
@@ -26,6 +35,7 @@ local function check(images)
     if #img ~= BYTES or img:sub(1, 4) ~= "\137PNG" then
       fail("image " .. i .. " has " .. #img .. " bytes, expected a PNG of " .. BYTES)
     end
+    if verify and img ~= expected(i) then fail("image " .. i .. " differs from " .. verify .. "-" .. i .. ".png") end
   end
 end
 

@@ -1,11 +1,12 @@
 """bench/clients/peer.py -- the Python peer: requests + json + base64.
 
-  /usr/bin/python3 peer.py BASE WORKLOAD K N BYTES INPUT
+  /usr/bin/python3 peer.py BASE WORKLOAD K N BYTES INPUT VERIFY
 
 The same work as clients/omixa.lua: K requests on one requests.Session
 (C8: K batches of 8 from a pool of 8 threads, one Session per thread), the
 same JSON body (U: the input image read from its path into a data URL),
-each answer decoded to image bytes in memory and checked.
+each answer decoded to image bytes in memory and checked (with VERIFY, not
+"-", every byte against VERIFY-<i>.png).
 """
 import base64
 import json
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 BASE, WORKLOAD, K, N, BYTES, INPUT = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+VERIFY = None if sys.argv[7] == "-" else sys.argv[7]
 URL = BASE + "/images/generations"
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
@@ -49,6 +51,10 @@ def check(images):
     for i, img in enumerate(images):
         if len(img) != BYTES or img[:4] != b"\x89PNG":
             fail("image %d has %d bytes, expected a PNG of %d" % (i + 1, len(img), BYTES))
+        if VERIFY:
+            with open("%s-%d.png" % (VERIFY, i + 1), "rb") as f:
+                if f.read() != img:
+                    fail("image %d differs from %s-%d.png" % (i + 1, VERIFY, i + 1))
 
 
 def main():

@@ -415,6 +415,29 @@ local function loadavg()
   return (read_file("/proc/loadavg") or "?"):match("^(%S+ %S+ %S+)") or "?"
 end
 
+-- CPU ticks: busy and total of the machine (/proc/stat), and those of this
+-- runner, its waited-for children (every client, through /usr/bin/time)
+-- and nginx. What the machine spent beyond ours was other people's work.
+local function cpu_ticks()
+  local cpu = (read_file("/proc/stat") or ""):match("^cpu%s+([^\n]+)") or ""
+  local v = {}
+  for n in cpu:gmatch("%d+") do v[#v + 1] = tonumber(n) end
+  local total = 0
+  for _, x in ipairs(v) do total = total + x end
+  local idle = (v[4] or 0) + (v[5] or 0)
+  local function proc(pid)
+    local st = read_file("/proc/" .. pid .. "/stat") or ""
+    local rest = st:match("%) (.*)$") or ""
+    local f = {}
+    for x in rest:gmatch("%S+") do f[#f + 1] = x end
+    -- after the command: state is field 3, utime..cstime are fields 14..17
+    local t = 0
+    for i = 12, 15 do t = t + (tonumber(f[i]) or 0) end
+    return t
+  end
+  return { busy = total - idle, total = total, ours = proc("self") + (nginx_pid and proc(nginx_pid) or 0) }
+end
+
 -- Where the time goes ---------------------------------------------------------------
 
 -- Stages by function name, looked up from the leaf of each sample's call
@@ -530,6 +553,7 @@ end
 local function main()
   local started = uv.hrtime()
   local load_before = loadavg()
+  local cpu_before = cpu_ticks()
   if opts.profile_only then
     say("bench: profile only; files in %s", work)
   else
@@ -655,7 +679,7 @@ local function main()
   if not pr then say("bench: no profile: %s", why) end
 
   local results = { cells = cells, conn = conn, expects = expects, machine = machine(), profile = pr, profile_why = why, failures = failures,
-                    load_before = load_before, load_after = loadavg(),
+                    load_before = load_before, load_after = loadavg(), cpu_before = cpu_before, cpu_after = cpu_ticks(),
                     seconds = (uv.hrtime() - started) / 1e9 }
   return results
 end
@@ -855,6 +879,15 @@ local function svg(res, out)
   return ok
 end
 
+-- The share of the machine's CPU time that other processes took during the run.
+local function others_share(res)
+  local a, b = res.cpu_before, res.cpu_after
+  local total = b.total - a.total
+  if total <= 0 then return "?" end
+  local others = (b.busy - a.busy) - (b.ours - a.ours)
+  return format("%.0f %%", math.max(0, 100 * others / total))
+end
+
 local function report(res)
   summarise(res)
   local rows = table_rows(res)
@@ -877,8 +910,8 @@ local function report(res)
   end
   print("TCP connections for 20 sequential requests: " .. concat(conn, ", "))
   for _, f in ipairs(res.failures) do print("FAILED: " .. f) end
-  print(format("%s on %d cores, load %s before, %s after; %.0f s", m.cpu, tonumber(m.cores) or 0,
-    res.load_before, res.load_after, res.seconds))
+  print(format("%s on %d cores, load %s before, %s after; other processes took %s of the CPU; %.0f s",
+    m.cpu, tonumber(m.cores) or 0, res.load_before, res.load_after, others_share(res), res.seconds))
   local pr = res.profile
   if pr then
     print()
@@ -901,6 +934,8 @@ local function report(res)
   p(format("- CPU: %s, %s cores (`nproc`), %s memory", m.cpu, m.cores, m.mem))
   p(format("- OS: %s, %s", m.os, m.kernel))
   p(format("- Load average (1, 5, 15 min): %s before the run, %s after", res.load_before, res.load_after))
+  p(format("- Other processes used %s of the machine's CPU time during the run (the bench itself,", others_share(res)))
+  p("  its clients and nginx excluded): the table's ranges show how much that moved the figures.")
   p()
   p("## Versions")
   p()

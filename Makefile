@@ -3,9 +3,12 @@
 #   make                      Lua 5.4 (default)
 #   make LUA_VERSION=5.1      5.1, 5.2, 5.3 likewise
 #   make LUA=luajit           LuaJIT 2.1
-#   make test                 every spec on every Lua, valgrind, luacheck, luarocks
+#   make test                 every spec on every Lua, valgrind, ASan, luacheck, luarocks, fuzzers
 #   make demo                 one image from the stand-in (or the service with OMIXA_API_KEY)
 #   make bench [QUICK=1]      omixa against curl and peers (bench/RESULTS.md, bench/results.svg)
+#   make asan / test-asan     a core with ASan + UBSan; every spec on Lua 5.4 against it
+#   make fuzz                 the libFuzzer targets fuzz/fuzz_*.c into build/fuzz/ (clang)
+#   make fuzz-run FUZZ_SECONDS=60   run each target that long on a copy of its corpus
 #   make install PREFIX=/usr/local DESTDIR=
 
 LUA_VERSION ?= 5.4
@@ -27,10 +30,12 @@ WARN       := -std=c99 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wpointer-arit
 LUA_CFLAGS  = $(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null)
 CURL_CFLAGS = $(shell $(PKG_CONFIG) --cflags libcurl 2>/dev/null)
 CURL_LIBS   = $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null || echo -lcurl)
+CRYPTO_CFLAGS = $(shell $(PKG_CONFIG) --cflags libcrypto 2>/dev/null)
+CRYPTO_LIBS   = $(shell $(PKG_CONFIG) --libs libcrypto 2>/dev/null || echo -lcrypto)
 CFLAGS     ?=
 LDFLAGS    ?=
 ALL_CFLAGS  = $(WARN) $(OPT) -fPIC -fvisibility=hidden -D_POSIX_C_SOURCE=200809L \
-              $(LUA_CFLAGS) $(CURL_CFLAGS) $(CFLAGS)
+              $(LUA_CFLAGS) $(CURL_CFLAGS) $(CRYPTO_CFLAGS) $(CFLAGS)
 
 PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib/lua/$(LUA_ABI)
@@ -43,7 +48,7 @@ BUILD    := build/$(TAG)
 OBJS     := $(SRCS:src/%.c=$(BUILD)/%.o)
 CORE     := $(BUILD)/omixa/core.so
 
-.PHONY: all core test demo bench install uninstall clean lint asan FORCE
+.PHONY: all core test demo bench install uninstall clean lint asan test-asan fuzz fuzz-run FORCE
 
 all: omixa/core.so
 
@@ -57,7 +62,7 @@ core: $(CORE)
 
 $(CORE): $(OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) -shared -o $@ $(OBJS) $(LDFLAGS) $(CURL_LIBS)
+	$(CC) -shared -o $@ $(OBJS) $(LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS)
 
 $(BUILD)/%.o: src/%.c $(HDRS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -66,10 +71,57 @@ $(BUILD):
 	@mkdir -p $@
 	@$(PKG_CONFIG) --exists $(LUA_PC) || { echo "omixa: no pkg-config entry '$(LUA_PC)': install its -dev package (see README)" >&2; exit 1; }
 
-# A build with AddressSanitizer and UBSan, for spec runs under LD_PRELOAD.
+# A build with AddressSanitizer and UBSan, and build/<tag>-asan/<lua>, the
+# interpreter that runs it (see spec/asan/wrapper). Built with clang by
+# default: its UBSan shares the ASan runtime and honours log_path (gcc's
+# prints to stderr whatever the options say); ASAN_CC=gcc works too.
+ASAN_CC   ?= clang
+ASAN_SAN  := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+ASAN_DIR  := build/$(TAG)-asan
+
 asan:
-	$(MAKE) TAG=$(TAG)-asan BUILD=build/$(TAG)-asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-	        LDFLAGS="-fsanitize=address,undefined" core
+	$(MAKE) TAG=$(TAG)-asan BUILD=$(ASAN_DIR) CC="$(ASAN_CC)" OPT="-O1 -g -fno-omit-frame-pointer $(ASAN_SAN)" \
+	        LDFLAGS="$(ASAN_SAN) $(if $(findstring clang,$(ASAN_CC)),-shared-libasan)" core
+	$(ASAN_CC) -std=c99 -O2 -fPIC -shared -o $(ASAN_DIR)/preload.so spec/asan/preload.c
+	@sh spec/asan/wrapper $(ASAN_DIR) $(LUA) $(ASAN_CC)
+
+# Every spec against the sanitized core; any sanitizer report (from this
+# Lua or a Lua child) fails the run, see spec/asan/run.
+test-asan: asan
+	@sh spec/asan/run $(ASAN_DIR)/$(LUA) /usr/bin/busted -o plainTerminal spec
+
+# libFuzzer targets: each fuzz/fuzz_<name>.c becomes build/fuzz/fuzz_<name>,
+# linked with an archive of the core's sources built with the same
+# sanitizers (so each target pulls in only the parsers it calls).
+FUZZ_CC      ?= clang
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS  := $(WARN) -g -O1 -fno-omit-frame-pointer $(FUZZ_SAN) -D_POSIX_C_SOURCE=200809L \
+                -Isrc -Ifuzz $(LUA_CFLAGS) $(CURL_CFLAGS)
+LUA_LIBS      = $(shell $(PKG_CONFIG) --libs $(LUA_PC) 2>/dev/null)
+FUZZ_DIR     := build/fuzz
+FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
+FUZZ_LIB     := $(FUZZ_DIR)/libomixa.a
+FUZZ_OBJS    := $(SRCS:src/%.c=$(FUZZ_DIR)/obj/%.o)
+FUZZ_SECONDS ?= 60
+
+fuzz: $(FUZZ_BINS)
+
+$(FUZZ_DIR)/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_LIB): $(FUZZ_OBJS)
+	rm -f $@
+	ar rcs $@ $(FUZZ_OBJS)
+
+$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c $(wildcard fuzz/*.h) $(FUZZ_LIB)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB) $(LUA_LIBS) $(CURL_LIBS)
+
+# Each target for FUZZ_SECONDS on a scratch copy of fuzz/corpus/<target>
+# (the committed corpus never grows); any crash, leak or UBSan report fails.
+fuzz-run: fuzz
+	@sh fuzz/run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 test:
 	@sh spec/run-all

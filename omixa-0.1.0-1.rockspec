@@ -17,8 +17,9 @@ you can act on, and a local stand-in service for offline work and tests.]],
 dependencies = {
   "lua >= 5.1, < 5.5",
   "lua-cjson >= 2.1",
+  "luafilesystem >= 1.6", -- omixa.cache only (cache_dir)
 }
--- libcurl's headers and library are found by the compiler's default paths
+-- libcurl's and libcrypto's headers and libraries are found by the compiler's default paths
 -- (Debian keeps curl/curl.h under the multiarch include directory, which
 -- luarocks' own header search does not look in).
 build = {
@@ -27,10 +28,10 @@ build = {
     ["omixa.core"] = {
       sources = {
         "src/omixa_core.c", "src/compat.c", "src/buffer.c", "src/base64.c",
-        "src/sniff.c", "src/json.c", "src/transport.c",
+        "src/sniff.c", "src/json.c", "src/sse.c", "src/transport.c", "src/crypto.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
-      libraries = { "curl" },
+      libraries = { "curl", "crypto" },
     },
     ["omixa"] = "lua/omixa/init.lua",
     ["omixa.cli"] = "lua/omixa/cli.lua",
@@ -40,7 +41,12 @@ build = {
     ["omixa.models"] = "lua/omixa/models.lua",
     ["omixa.response"] = "lua/omixa/response.lua",
     ["omixa.schema"] = "lua/omixa/schema.lua",
+    ["omixa.stream"] = "lua/omixa/stream.lua",
     ["omixa.wire"] = "lua/omixa/wire.lua",
+    ["omixa.signing"] = "lua/omixa/signing.lua",
+    ["omixa.budget"] = "lua/omixa/budget.lua",
+    ["omixa.cache"] = "lua/omixa/cache.lua",
+    ["omixa.debuglog"] = "lua/omixa/debuglog.lua",
     ["omixa.serve"] = "lua/omixa/serve/init.lua",
     ["omixa.serve.handler"] = "lua/omixa/serve/handler.lua",
     ["omixa.serve.png"] = "lua/omixa/serve/png.lua",

@@ -164,13 +164,14 @@ size_t omx_utf8_check(const char *src, size_t n)
 
 /* What a container is, as far as the image path $.data[i].b64_json goes. */
 enum { R_NONE, R_TOP, R_DATA, R_ITEM };
-/* What the next value is. */
-enum { P_NONE, P_DATA, P_ITEM, P_B64 };
+/* What the next value is: P_TOPB64 is $.b64_json (OMX_JSON_TOP_B64). */
+enum { P_NONE, P_DATA, P_ITEM, P_B64, P_TOPB64 };
 
 typedef struct jscan {
     const unsigned char *s, *e;
     const unsigned char *flushed; /* rest text is emitted up to here */
     size_t nimages;
+    unsigned flags;
     const omx_json_images_ops *ops;
     omx_json_error *err;
 } jscan;
@@ -345,6 +346,9 @@ static const unsigned char *scan_key(jscan *S, const unsigned char *p,
         }
         if (role == R_TOP && len == 4 && memcmp(name, "data", 4) == 0)
             *pend = P_DATA;
+        else if (role == R_TOP && (S->flags & OMX_JSON_TOP_B64)
+                 && len == 8 && memcmp(name, "b64_json", 8) == 0)
+            *pend = P_TOPB64;
         else if (role == R_ITEM && len == 8 && memcmp(name, "b64_json", 8) == 0)
             *pend = P_B64;
     }
@@ -354,8 +358,9 @@ static const unsigned char *scan_key(jscan *S, const unsigned char *p,
     return p + 1;
 }
 
-/* The string at P is data[ITEM].b64_json: find its end, decode it into the
- * caller's room, and replace it by its image number in the rest text. */
+/* The string at P is data[ITEM].b64_json ($.b64_json when ITEM is 0): find
+ * its end, decode it into the caller's room, and replace it by its image
+ * number in the rest text. */
 static const unsigned char *take_image(jscan *S, const unsigned char *p,
                                        size_t item)
 {
@@ -402,9 +407,14 @@ static const unsigned char *take_image(jscan *S, const unsigned char *p,
         S->err->code = OMX_JSON_EBASE64;
         S->err->offset = (size_t)(at - S->s);
         S->err->index = item;
-        snprintf(S->err->message, sizeof S->err->message,
-                 "invalid base64 in data[%lu].b64_json at byte %lu (%s)",
-                 (unsigned long)item, (unsigned long)(at - S->s) + 1, what);
+        if (item == 0)
+            snprintf(S->err->message, sizeof S->err->message,
+                     "invalid base64 in b64_json at byte %lu (%s)",
+                     (unsigned long)(at - S->s) + 1, what);
+        else
+            snprintf(S->err->message, sizeof S->err->message,
+                     "invalid base64 in data[%lu].b64_json at byte %lu (%s)",
+                     (unsigned long)item, (unsigned long)(at - S->s) + 1, what);
         return NULL;
     }
     S->nimages++;
@@ -470,6 +480,12 @@ static const unsigned char *scan_number(jscan *S, const unsigned char *p)
 int omx_json_decode_images(const char *text, size_t n,
                            const omx_json_images_ops *ops, omx_json_error *err)
 {
+    return omx_json_decode_images_ex(text, n, 0, ops, err);
+}
+
+int omx_json_decode_images_ex(const char *text, size_t n, unsigned flags,
+                              const omx_json_images_ops *ops, omx_json_error *err)
+{
     /* per open container: role << 1 | is_array */
     unsigned char stack[OMX_JSON_MAX_DEPTH];
     size_t depth = 0, item = 0;
@@ -480,6 +496,7 @@ int omx_json_decode_images(const char *text, size_t n,
     S.s = S.flushed = p = (const unsigned char *)text;
     S.e = e = p + n;
     S.nimages = 0;
+    S.flags = flags;
     S.ops = ops;
     S.err = err;
     err->code = OMX_JSON_OK;
@@ -524,7 +541,12 @@ int omx_json_decode_images(const char *text, size_t n,
             continue;
         }
         case '"':
-            p = pend == P_B64 ? take_image(&S, p, item) : skip_string(&S, p);
+            if (pend == P_B64)
+                p = take_image(&S, p, item);
+            else if (pend == P_TOPB64)
+                p = take_image(&S, p, 0);
+            else
+                p = skip_string(&S, p);
             break;
         case 't':
             p = scan_literal(&S, p, "true", 4);

@@ -50,7 +50,8 @@ enum {
 typedef struct omx_json_error {
     int code;           /* OMX_JSON_* */
     size_t offset;      /* 0-based byte offset in the text */
-    size_t index;       /* OMX_JSON_EBASE64: the 1-based data[] index */
+    size_t index;       /* OMX_JSON_EBASE64: the 1-based data[] index
+                           (0 for $.b64_json) */
     char message[160];  /* e.g. "unterminated string at byte 12" */
 } omx_json_error;
 
@@ -65,5 +66,15 @@ typedef struct omx_json_error {
  * indexes in messages are 1-based, like the image numbers. */
 int omx_json_decode_images(const char *p, size_t n,
                            const omx_json_images_ops *ops, omx_json_error *err);
+
+/* Flags of omx_json_decode_images_ex. */
+#define OMX_JSON_TOP_B64 1u /* also take the string at $.b64_json (the
+                               OpenAI-style image stream events), numbered
+                               in order of appearance with the data[] ones;
+                               its base64 error says "b64_json", index 0 */
+
+/* omx_json_decode_images with FLAGS (0: exactly omx_json_decode_images). */
+int omx_json_decode_images_ex(const char *p, size_t n, unsigned flags,
+                              const omx_json_images_ops *ops, omx_json_error *err);
 
 #endif

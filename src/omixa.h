@@ -11,6 +11,8 @@ void omx_buffer_open(lua_State *L);    /* buffer.c    */
 void omx_base64_open(lua_State *L);    /* base64.c    */
 void omx_sniff_open(lua_State *L);     /* sniff.c     */
 void omx_json_open(lua_State *L);      /* json.c      */
+void omx_sse_open(lua_State *L);       /* sse.c       */
 void omx_transport_open(lua_State *L); /* transport.c */
+void omx_crypto_open(lua_State *L);    /* crypto.c    */
 
 #endif

@@ -19,7 +19,9 @@ int luaopen_omixa_core(lua_State *L)
     omx_base64_open(L);
     omx_sniff_open(L);
     omx_json_open(L);
+    omx_sse_open(L);
     omx_transport_open(L);
+    omx_crypto_open(L);
     lua_pushliteral(L, OMIXA_VERSION);
     lua_setfield(L, -2, "_VERSION");
     return 1;

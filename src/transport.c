@@ -1,11 +1,23 @@
-/* transport.c — the libcurl transport: one reusable easy handle per session
- * (so keep-alive connections and TLS sessions are reused between requests).
+/* transport.c — the libcurl transport, on the multi interface so that a
+ * request never has to block its caller.
  *
- *   core.session() -> session
- *   session:perform(req) -> res | nil, err
- *   session:close()      -- idempotent; also __gc and __close
- *   core.curl_version() -> "7.88.1"
- *   core.now() -> monotonic seconds;  core.sleep(seconds)
+ *   core.multi() -> multi            one per client: the connection pool,
+ *                                    TLS sessions and DNS cache of its
+ *                                    requests, and a pool of easy handles
+ *   multi:add(req) -> transfer       starts a transfer at once
+ *   multi:poll(timeout) -> { transfer, ... }   waits up to TIMEOUT seconds
+ *                                    (0: not at all) for activity, drives
+ *                                    every transfer, returns the finished ones
+ *   multi:fd() -> integer            readable when poll has work to do
+ *   multi:wake_at(t | nil)           also make fd readable at monotonic time T
+ *   multi:running() -> integer
+ *   multi:close()                    cancels every transfer; idempotent,
+ *                                    __gc, __close
+ *   transfer:result() -> res | nil, err     once finished
+ *   transfer:done() -> boolean
+ *   transfer:cancel()                finishes it now as cancelled
+ *   transfer:progress() -> phase, sent, send_total, received, receive_total
+ *   core.now(), core.sleep(s), core.curl_version()
  *
  * req = { url =, method = "GET"|"POST", headers = { "Name: value", ... },
  *         body = string|nil, timeout =, connect_timeout =, idle_timeout =
@@ -14,18 +26,26 @@
  *         received, receive_total) -> false cancels }
  * res = { status =, headers = { [lower-case name] = value }, body = buffer,
  *         sent = bool, received = bool }
- * err = { kind =, message =, curl_code =, sent =, received =, status =,
- *         headers = }
+ * err = res's fields plus kind =, message =, curl_code =; a Lua error
+ *       raised by the progress function gives kind = "callback_error" and
+ *       error = <the value raised>, for the caller to raise again.
  *
- * Lua is never called from a curl callback except through lua_pcall of a
- * trampoline pushed before the transfer; an error it raises is kept on the
- * stack, the transfer is aborted, and the error is raised again once
- * curl_easy_perform has returned. Everything curl borrows (the body string,
- * the header list) is owned by the session or anchored on the stack. */
+ * Sockets and deadlines are gathered in one epoll descriptor (with a timerfd
+ * for curl's timer, idle timeouts and the caller's wake time), so an event
+ * loop (vim.uv, cqueues, select) can wait on multi:fd() alone.
+ *
+ * Lua runs inside curl only through lua_pcall of a trampoline that poll()
+ * pushed beforehand; nothing that can raise is called from a curl callback,
+ * and everything curl borrows (the body string, the header list) stays
+ * anchored in the registry until the transfer is finished. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
 
 #include <curl/curl.h>
 #include <lauxlib.h>
@@ -34,38 +54,60 @@
 #include "compat.h"
 #include "omixa.h"
 
-#define OMX_SESSION "omixa.session"
+#define OMX_MULTI "omixa.multi"
+#define OMX_TRANSFER "omixa.transfer"
 
-/* Progress callbacks at most this often (seconds), besides phase changes. */
-#define PROGRESS_INTERVAL 0.05
+#define PROGRESS_INTERVAL 0.05 /* seconds between progress calls, at most */
+#define EASY_POOL 8            /* idle easy handles kept for reuse */
+#define NO_TIME 0.0
 
 enum phase { PH_NONE, PH_CONNECTING, PH_UPLOADING, PH_WAITING, PH_RECEIVING };
 static const char *const phase_names[] = {
     "none", "connecting", "uploading", "waiting", "receiving"
 };
 
-enum abort_reason { AB_NONE, AB_CANCEL, AB_CALLBACK_ERROR, AB_TOO_LARGE, AB_IDLE, AB_NOMEM };
+enum abort_reason {
+    AB_NONE, AB_CANCEL, AB_CALLBACK_ERROR, AB_TOO_LARGE, AB_IDLE, AB_NOMEM, AB_CLOSED
+};
 
-typedef struct session {
-    CURL *easy;
-    struct curl_slist *headers; /* owned; freed before the next request */
-    int busy;
+typedef struct multi multi;
 
-    /* Per transfer; valid while perform runs. */
-    lua_State *L;
-    int trampoline;             /* stack index of the progress trampoline */
-    int progress;               /* stack index of the Lua progress function, or 0 */
-    int err_index;              /* stack index of a kept callback error, or 0 */
-    omx_buf *body;              /* response body (userdata on the stack) */
+typedef struct transfer {
+    multi *m;                   /* NULL once finished or detached */
+    CURL *easy;                 /* NULL once finished */
+    struct curl_slist *headers;
+    struct transfer *prev, *next; /* in m's running list */
+    int running, finished;
+
+    /* Registry references: the request table (anchors the body string and
+     * the progress function), the response buffer, the progress function,
+     * a slot for a callback's error, the result. LUA_NOREF when unset. */
+    int req_ref, buf_ref, fn_ref, err_ref, res_ref, self_ref;
+    omx_buf *body;
     omx_buf head;               /* raw header block of the last response */
     size_t max_response;
-    curl_off_t upload_total;    /* request body size */
+    curl_off_t upload_total;
+    const char *body_src;       /* the request body (anchored by req_ref) */
+    size_t body_len, body_pos;
     double idle_timeout, last_rx_time, last_call;
-    curl_off_t last_rx;
     int got_headers, headers_done, phase;
+    curl_off_t sent, send_total, received, receive_total;
     enum abort_reason abort;
     char errbuf[CURL_ERROR_SIZE];
-} session;
+} transfer;
+
+struct multi {
+    CURLM *cm;
+    CURLSH *share;
+    int epfd, tfd;
+    double curl_deadline, wake_at;
+    transfer *head;             /* running transfers */
+    int nrunning;
+    CURL *pool[EASY_POOL];
+    int npool;
+    lua_State *L;               /* during poll only */
+    int trampoline;             /* its stack index during poll */
+};
 
 static double now_seconds(void)
 {
@@ -74,29 +116,96 @@ static double now_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static session *check_session(lua_State *L, int idx)
+static void unref(lua_State *L, int *ref)
 {
-    session *s = (session *)luaL_checkudata(L, idx, OMX_SESSION);
-    if (s->easy == NULL)
-        luaL_error(L, "omixa: session is closed");
-    return s;
+    if (*ref != LUA_NOREF && *ref != LUA_REFNIL)
+        luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+    *ref = LUA_NOREF;
 }
 
-/* ---- curl callbacks: no Lua API call here that can raise. ---- */
+/* ---- timers ---- */
+
+static double min_time(double a, double b)
+{
+    if (a == NO_TIME) return b;
+    if (b == NO_TIME) return a;
+    return a < b ? a : b;
+}
+
+/* The earliest moment poll() has something to do without any I/O. */
+static double next_deadline(multi *m)
+{
+    double d = min_time(m->curl_deadline, m->wake_at);
+    transfer *t;
+    for (t = m->head; t; t = t->next)
+        if (t->idle_timeout > 0 && t->got_headers)
+            d = min_time(d, t->last_rx_time + t->idle_timeout);
+    return d;
+}
+
+/* Arm the timerfd so that fd() becomes readable at the next deadline. */
+static void arm_timer(multi *m)
+{
+    struct itimerspec its;
+    double d = next_deadline(m);
+    memset(&its, 0, sizeof its);
+    if (d != NO_TIME) {
+        if (d <= 0)
+            d = 1e-9;
+        its.it_value.tv_sec = (time_t)d;
+        its.it_value.tv_nsec = (long)((d - (double)its.it_value.tv_sec) * 1e9);
+        if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+            its.it_value.tv_nsec = 1;
+    }
+    timerfd_settime(m->tfd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+/* ---- curl multi callbacks (no Lua here) ---- */
+
+static int on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sockp)
+{
+    multi *m = (multi *)ud;
+    struct epoll_event ev;
+    (void)e; (void)sockp;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(m->epfd, EPOLL_CTL_DEL, s, NULL);
+        return 0;
+    }
+    memset(&ev, 0, sizeof ev);
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
+    ev.data.fd = s;
+    if (epoll_ctl(m->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
+        epoll_ctl(m->epfd, EPOLL_CTL_ADD, s, &ev);
+    return 0;
+}
+
+static int on_timer(CURLM *cm, long timeout_ms, void *ud)
+{
+    multi *m = (multi *)ud;
+    (void)cm;
+    m->curl_deadline = timeout_ms < 0 ? NO_TIME : now_seconds() + (double)timeout_ms / 1000.0;
+    if (timeout_ms == 0)
+        m->curl_deadline = 1e-9; /* already due */
+    arm_timer(m);
+    return 0;
+}
+
+/* ---- curl easy callbacks (no Lua API call that can raise) ---- */
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
-    session *s = (session *)ud;
+    transfer *t = (transfer *)ud;
     size_t len = size * n;
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
-        s->head.len = 0; /* a new response (after 1xx, or a proxy's CONNECT) */
-        s->headers_done = 0;
+        t->head.len = 0; /* a new response (after 1xx, or a proxy's CONNECT) */
+        t->headers_done = 0;
     } else if ((len == 2 && p[0] == '\r') || (len == 1 && p[0] == '\n')) {
-        s->headers_done = 1;
+        t->headers_done = 1;
     }
-    s->got_headers = 1;
-    if (omx_buf_append(&s->head, p, len) != 0) {
-        s->abort = AB_NOMEM;
+    t->got_headers = 1;
+    t->last_rx_time = now_seconds();
+    if (omx_buf_append(&t->head, p, len) != 0) {
+        t->abort = AB_NOMEM;
         return 0;
     }
     return len;
@@ -104,61 +213,55 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 
 static size_t on_write(char *p, size_t size, size_t n, void *ud)
 {
-    session *s = (session *)ud;
+    transfer *t = (transfer *)ud;
     size_t len = size * n;
-    omx_buf *b = s->body;
-    if (s->max_response && b->len + len > s->max_response) {
-        s->abort = AB_TOO_LARGE;
+    omx_buf *b = t->body;
+    t->last_rx_time = now_seconds();
+    if (t->max_response && b->len + len > t->max_response) {
+        t->abort = AB_TOO_LARGE;
         return 0;
     }
     if (b->cap == 0) {
         /* Pre-size from Content-Length, within the limit. */
         curl_off_t cl = -1;
-        if (curl_easy_getinfo(s->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK
-            && cl > 0 && (!s->max_response || (size_t)cl <= s->max_response))
+        if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK
+            && cl > 0 && (!t->max_response || (size_t)cl <= t->max_response))
             (void)omx_buf_reserve(b, (size_t)cl);
     }
     if (omx_buf_append(b, p, len) != 0) {
-        s->abort = AB_NOMEM;
+        t->abort = AB_NOMEM;
         return 0;
     }
     return len;
 }
 
-static int current_phase(session *s, curl_off_t ultotal, curl_off_t ulnow, curl_off_t dlnow)
+static int current_phase(transfer *t)
 {
-    curl_off_t connected = 0;
-    if (s->got_headers || dlnow > 0)
+    curl_off_t pretransfer = 0;
+    if (t->got_headers || t->received > 0)
         return PH_RECEIVING;
-    curl_easy_getinfo(s->easy, CURLINFO_APPCONNECT_TIME_T, &connected);
-    if (connected == 0) {
-        char *scheme = NULL;
-        curl_easy_getinfo(s->easy, CURLINFO_SCHEME, &scheme);
-        if (scheme == NULL || strcmp(scheme, "HTTP") == 0 || strcmp(scheme, "http") == 0)
-            curl_easy_getinfo(s->easy, CURLINFO_CONNECT_TIME_T, &connected);
-    }
-    if (connected == 0)
+    /* Set once the request starts going out, on a fresh connection (after
+     * connect and TLS) and on a reused one alike. */
+    curl_easy_getinfo(t->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
+    if (pretransfer == 0)
         return PH_CONNECTING;
-    if (ulnow < (ultotal > s->upload_total ? ultotal : s->upload_total))
+    if (t->sent < (t->send_total > t->upload_total ? t->send_total : t->upload_total))
         return PH_UPLOADING;
     return PH_WAITING;
 }
 
-/* Runs protected: (progress function, session) -> boolean "go on". */
+/* Runs protected: (progress function, transfer) -> boolean "go on". An error
+ * the function raises is stored in the transfer's error slot (an existing
+ * registry key: storing there allocates nothing) by the caller. */
 static int progress_trampoline(lua_State *L)
 {
-    session *s = (session *)lua_touserdata(L, 2);
-    curl_off_t ultotal = 0, ulnow = 0, dltotal = 0, dlnow = 0;
+    transfer *t = (transfer *)lua_touserdata(L, 2);
     lua_settop(L, 1);
-    curl_easy_getinfo(s->easy, CURLINFO_SIZE_UPLOAD_T, &ulnow);
-    curl_easy_getinfo(s->easy, CURLINFO_CONTENT_LENGTH_UPLOAD_T, &ultotal);
-    curl_easy_getinfo(s->easy, CURLINFO_SIZE_DOWNLOAD_T, &dlnow);
-    curl_easy_getinfo(s->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &dltotal);
-    lua_pushstring(L, phase_names[s->phase]);
-    lua_pushnumber(L, (lua_Number)ulnow);
-    lua_pushnumber(L, (lua_Number)(ultotal > 0 ? ultotal : 0));
-    lua_pushnumber(L, (lua_Number)dlnow);
-    lua_pushnumber(L, (lua_Number)(dltotal > 0 ? dltotal : 0));
+    lua_pushstring(L, phase_names[t->phase]);
+    lua_pushnumber(L, (lua_Number)t->sent);
+    lua_pushnumber(L, (lua_Number)(t->send_total > t->upload_total ? t->send_total : t->upload_total));
+    lua_pushnumber(L, (lua_Number)t->received);
+    lua_pushnumber(L, (lua_Number)(t->receive_total > 0 ? t->receive_total : 0));
     lua_call(L, 5, 1);
     lua_pushboolean(L, !(lua_isboolean(L, -1) && !lua_toboolean(L, -1)));
     return 1;
@@ -167,72 +270,96 @@ static int progress_trampoline(lua_State *L)
 static int on_xferinfo(void *ud, curl_off_t dltotal, curl_off_t dlnow,
                        curl_off_t ultotal, curl_off_t ulnow)
 {
-    session *s = (session *)ud;
-    lua_State *L = s->L;
-    double t = now_seconds();
+    transfer *t = (transfer *)ud;
+    multi *m = t->m;
+    lua_State *L;
+    double now;
     int ph, go_on;
-    (void)dltotal;
 
-    if (dlnow != s->last_rx) {
-        s->last_rx = dlnow;
-        s->last_rx_time = t;
-    }
-    if (s->idle_timeout > 0 && s->got_headers && t - s->last_rx_time > s->idle_timeout) {
-        s->abort = AB_IDLE;
+    t->sent = ulnow;
+    t->send_total = ultotal;
+    t->received = dlnow;
+    t->receive_total = dltotal;
+    if (t->abort != AB_NONE)
         return 1;
-    }
-    if (s->progress == 0)
+    if (t->fn_ref == LUA_NOREF || m == NULL || m->L == NULL)
         return 0;
-    ph = current_phase(s, ultotal, ulnow, dlnow);
-    if (ph == s->phase && t - s->last_call < PROGRESS_INTERVAL)
+    now = now_seconds();
+    ph = current_phase(t);
+    if (ph == t->phase && now - t->last_call < PROGRESS_INTERVAL)
         return 0;
-    s->phase = ph;
-    s->last_call = t;
+    t->phase = ph;
+    t->last_call = now;
 
-    /* The stack has room: perform reserved it. No allocation before pcall. */
-    lua_pushvalue(L, s->trampoline);
-    lua_pushvalue(L, s->progress);
-    lua_pushlightuserdata(L, s);
+    L = m->L; /* poll() reserved stack space and pushed the trampoline */
+    lua_pushvalue(L, m->trampoline);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn_ref);
+    lua_pushlightuserdata(L, t);
     if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
-        s->err_index = lua_gettop(L); /* keep the error where it is */
-        s->abort = AB_CALLBACK_ERROR;
+        lua_rawseti(L, LUA_REGISTRYINDEX, t->err_ref); /* existing key: no allocation */
+        t->abort = AB_CALLBACK_ERROR;
         return 1;
     }
     go_on = lua_toboolean(L, -1);
     lua_pop(L, 1);
     if (!go_on) {
-        s->abort = AB_CANCEL;
+        t->abort = AB_CANCEL;
         return 1;
     }
     return 0;
 }
 
-/* ---- request setup (shared with the multi interface later) ---- */
+/* The request body goes out through a read callback that cannot seek: when
+ * a reused connection dies after the request was written, libcurl would
+ * silently send it again on a new one (its keep-alive retry), and a
+ * generation could run and be billed twice. Unable to rewind, libcurl fails
+ * the transfer instead, and the retry policy decides. */
+static size_t on_read(char *dst, size_t size, size_t n, void *ud)
+{
+    transfer *t = (transfer *)ud;
+    size_t room = size * n, left = t->body_len - t->body_pos;
+    if (room > left)
+        room = left;
+    memcpy(dst, t->body_src + t->body_pos, room);
+    t->body_pos += room;
+    return room;
+}
 
-static double opt_number(lua_State *L, int t, const char *k)
+static int on_seek(void *ud, curl_off_t offset, int origin)
+{
+    transfer *t = (transfer *)ud;
+    /* Only the no-op "rewind" before anything was read is allowed. */
+    if (origin == SEEK_SET && offset == 0 && t->body_pos == 0)
+        return CURL_SEEKFUNC_OK;
+    return CURL_SEEKFUNC_CANTSEEK;
+}
+
+/* ---- request setup ---- */
+
+static double opt_number(lua_State *L, int tab, const char *k)
 {
     double v;
-    lua_getfield(L, t, k);
+    lua_getfield(L, tab, k);
     v = lua_isnumber(L, -1) ? (double)lua_tonumber(L, -1) : 0.0;
     lua_pop(L, 1);
     return v;
 }
 
-/* A string field as a pointer into the request table, which stays on the
- * stack for the whole transfer; NULL when absent. */
-static const char *opt_string(lua_State *L, int t, const char *k)
+/* A string field as a pointer into the request table, which stays anchored
+ * for the whole transfer; NULL when absent. */
+static const char *opt_string(lua_State *L, int tab, const char *k)
 {
     const char *v;
-    lua_getfield(L, t, k);
+    lua_getfield(L, tab, k);
     v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     lua_pop(L, 1);
     return v;
 }
 
-static int opt_bool(lua_State *L, int t, const char *k)
+static int opt_bool(lua_State *L, int tab, const char *k)
 {
     int v;
-    lua_getfield(L, t, k);
+    lua_getfield(L, tab, k);
     v = lua_toboolean(L, -1);
     lua_pop(L, 1);
     return v;
@@ -247,12 +374,13 @@ static long to_ms(double seconds)
     return (long)(seconds * 1000.0 + 0.5);
 }
 
-static void setup(lua_State *L, session *s, int req)
+/* Set every option of T's easy handle from the request table at REQ. May
+ * raise (bad arguments, out of memory): T owns all it has allocated. */
+static void setup(lua_State *L, multi *m, transfer *t, int req)
 {
-    CURL *e = s->easy;
-    const char *url, *method, *v;
+    CURL *e = t->easy;
+    const char *url, *method, *v, *body = NULL;
     size_t body_len = 0;
-    const char *body = NULL;
     int i, n;
 
     url = opt_string(L, req, "url");
@@ -262,29 +390,27 @@ static void setup(lua_State *L, session *s, int req)
     if (method == NULL)
         method = "GET";
 
-    curl_easy_reset(e);
-    curl_slist_free_all(s->headers);
-    s->headers = NULL;
-
     curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)t);
+    curl_easy_setopt(e, CURLOPT_SHARE, m->share);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
-    curl_easy_setopt(e, CURLOPT_XFERINFODATA, s);
+    curl_easy_setopt(e, CURLOPT_XFERINFODATA, t);
     curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
 
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, to_ms(opt_number(L, req, "timeout")));
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, to_ms(opt_number(L, req, "connect_timeout")));
-    s->idle_timeout = opt_number(L, req, "idle_timeout");
-    s->max_response = (size_t)opt_number(L, req, "max_response_bytes");
+    t->idle_timeout = opt_number(L, req, "idle_timeout");
+    t->max_response = (size_t)opt_number(L, req, "max_response_bytes");
 
     if ((v = opt_string(L, req, "ca_file")) != NULL)
         curl_easy_setopt(e, CURLOPT_CAINFO, v);
@@ -301,12 +427,19 @@ static void setup(lua_State *L, session *s, int req)
 
     lua_getfield(L, req, "body");
     if (lua_type(L, -1) == LUA_TSTRING)
-        body = lua_tolstring(L, -1, &body_len); /* anchored by req */
+        body = lua_tolstring(L, -1, &body_len); /* anchored by the request table */
     lua_pop(L, 1);
+    t->upload_total = (curl_off_t)body_len;
+    t->body_src = body ? body : "";
+    t->body_len = body_len;
+    t->body_pos = 0;
     if (strcmp(method, "POST") == 0) {
         curl_easy_setopt(e, CURLOPT_POST, 1L);
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
+        curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(e, CURLOPT_READDATA, t);
+        curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
     } else if (strcmp(method, "GET") == 0) {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     } else {
@@ -314,7 +447,9 @@ static void setup(lua_State *L, session *s, int req)
     }
 
     /* No 100-continue round trip before large bodies. */
-    s->headers = curl_slist_append(s->headers, "Expect:");
+    t->headers = curl_slist_append(t->headers, "Expect:");
+    if (t->headers == NULL)
+        luaL_error(L, "omixa: out of memory");
     lua_getfield(L, req, "headers");
     if (lua_istable(L, -1)) {
         n = (int)omx_rawlen(L, -1);
@@ -322,17 +457,15 @@ static void setup(lua_State *L, session *s, int req)
             struct curl_slist *next;
             lua_rawgeti(L, -1, i);
             v = lua_tostring(L, -1);
-            next = v ? curl_slist_append(s->headers, v) : s->headers;
+            next = v ? curl_slist_append(t->headers, v) : t->headers;
             lua_pop(L, 1);
             if (next == NULL)
                 luaL_error(L, "omixa: out of memory");
-            s->headers = next;
+            t->headers = next;
         }
     }
     lua_pop(L, 1);
-    if (s->headers == NULL)
-        luaL_error(L, "omixa: out of memory");
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
 }
 
 /* ---- results ---- */
@@ -341,17 +474,18 @@ static void setup(lua_State *L, session *s, int req)
  * headers are joined with ", ". Pushes the table. */
 static void push_headers(lua_State *L, const omx_buf *h)
 {
-    const char *p = h->data, *end = h->data + h->len;
+    const char *p = h->data, *end;
     lua_newtable(L);
     if (p == NULL)
-        return;
+        return; /* nothing received (and NULL + 0 is undefined) */
+    end = p + h->len;
     while (p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         const char *line_end = eol ? eol : end, *colon, *vs, *ve;
         if (line_end > p && line_end[-1] == '\r')
             line_end--;
         colon = memchr(p, ':', (size_t)(line_end - p));
-        if (colon != NULL && colon > p && memcmp(p, "HTTP/", 5) != 0) {
+        if (colon != NULL && colon > p && !(line_end - p >= 5 && memcmp(p, "HTTP/", 5) == 0)) {
             char name[128];
             size_t nl = (size_t)(colon - p), k;
             if (nl < sizeof name) {
@@ -387,10 +521,11 @@ static void push_headers(lua_State *L, const omx_buf *h)
 static const char *kind_of(CURLcode rc, enum abort_reason ab, int headers_done)
 {
     switch (ab) {
-    case AB_CANCEL: return "cancelled";
+    case AB_CANCEL: case AB_CLOSED: return "cancelled";
     case AB_TOO_LARGE: return "too_large";
     case AB_IDLE: return "timeout";
     case AB_NOMEM: return "network";
+    case AB_CALLBACK_ERROR: return "callback_error";
     default: break;
     }
     switch (rc) {
@@ -408,8 +543,7 @@ static const char *kind_of(CURLcode rc, enum abort_reason ab, int headers_done)
         /* A body cut short is a truncated response; a header block cut
          * short is a cut connection. */
         return headers_done ? "protocol" : "network";
-    case CURLE_WEIRD_SERVER_REPLY:
-    case CURLE_BAD_CONTENT_ENCODING: case CURLE_HTTP2_STREAM:
+    case CURLE_WEIRD_SERVER_REPLY: case CURLE_BAD_CONTENT_ENCODING: case CURLE_HTTP2_STREAM:
         return "protocol";
     case CURLE_UNSUPPORTED_PROTOCOL: case CURLE_URL_MALFORMAT:
         return "config";
@@ -418,19 +552,23 @@ static const char *kind_of(CURLcode rc, enum abort_reason ab, int headers_done)
     }
 }
 
-static const char *message_of(session *s, CURLcode rc)
+static const char *message_of(transfer *t, CURLcode rc)
 {
-    switch (s->abort) {
-    case AB_CANCEL: return "cancelled by the progress callback";
+    switch (t->abort) {
+    case AB_CANCEL: return "cancelled";
+    case AB_CLOSED: return "the client was closed";
     case AB_TOO_LARGE: return "response larger than max_response_bytes";
     case AB_IDLE: return "no data received for idle_timeout seconds";
     case AB_NOMEM: return "out of memory while receiving";
+    case AB_CALLBACK_ERROR: return "a callback raised an error";
     default: break;
     }
     if (rc == CURLE_PARTIAL_FILE)
-        return s->headers_done ? "response body truncated (connection closed early)"
+        return t->headers_done ? "response body truncated (connection closed early)"
                                : "connection closed in the middle of the response headers";
-    return s->errbuf[0] ? s->errbuf : curl_easy_strerror(rc);
+    if (rc == CURLE_SEND_FAIL_REWIND)
+        return "the connection closed after the request was sent, before any answer";
+    return t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc);
 }
 
 static void set_bool(lua_State *L, const char *k, int v)
@@ -445,139 +583,432 @@ static void set_int(lua_State *L, const char *k, lua_Integer v)
     lua_setfield(L, -2, k);
 }
 
-/* Did the whole request (headers and body) leave this machine? */
-static int request_sent(session *s, int req_has_body, curl_off_t body_len)
+/* Did the whole request (headers and body) leave this machine? Judged by
+ * what the read callback handed to libcurl, which stays true when libcurl
+ * resets its own counters to try again (and then fails, unable to rewind). */
+static int request_sent(transfer *t, CURLcode rc)
 {
     long req_size = 0;
-    curl_off_t up = 0;
-    curl_easy_getinfo(s->easy, CURLINFO_REQUEST_SIZE, &req_size);
-    curl_easy_getinfo(s->easy, CURLINFO_SIZE_UPLOAD_T, &up);
-    if (req_size <= 0)
-        return 0;
-    return !req_has_body || up >= body_len;
+    if (rc == CURLE_SEND_FAIL_REWIND)
+        return 1;
+    if (t->body_len > 0)
+        return t->body_pos >= t->body_len;
+    curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &req_size);
+    return req_size > 0;
 }
 
-static int session_perform(lua_State *L)
+/* ---- transfer lifetime ---- */
+
+static void list_remove(multi *m, transfer *t)
 {
-    session *s = check_session(L, 1);
-    CURLcode rc;
-    long status = 0;
-    int req = 2, sent, body_index;
-    size_t body_len = 0;
-    int has_body;
+    if (!t->running)
+        return;
+    if (t->prev) t->prev->next = t->next;
+    else m->head = t->next;
+    if (t->next) t->next->prev = t->prev;
+    t->prev = t->next = NULL;
+    t->running = 0;
+    m->nrunning--;
+}
 
-    luaL_checktype(L, 2, LUA_TTABLE);
-    if (s->busy)
-        return luaL_error(L, "omixa: session is busy (a callback started another request on it)");
-    lua_settop(L, 2);
-    luaL_checkstack(L, 24, "omixa: no stack space");
-
-    lua_getfield(L, req, "body");
-    has_body = lua_type(L, -1) == LUA_TSTRING;
-    if (has_body)
-        (void)lua_tolstring(L, -1, &body_len);
-    lua_pop(L, 1);
-
-    setup(L, s, req);                          /* may raise; owns nothing new */
-    lua_pushcfunction(L, progress_trampoline); /* 3 */
-    lua_getfield(L, req, "progress");          /* 4 */
-    s->body = omx_buffer_push(L);              /* 5 */
-    body_index = 5;
-    s->L = L;
-    s->trampoline = 3;
-    s->progress = lua_isfunction(L, 4) ? 4 : 0;
-    s->err_index = 0;
-    s->head.len = 0;
-    s->got_headers = 0;
-    s->headers_done = 0;
-    s->phase = PH_NONE;
-    s->last_call = 0;
-    s->last_rx = 0;
-    s->last_rx_time = now_seconds();
-    s->abort = AB_NONE;
-    s->errbuf[0] = '\0';
-    s->upload_total = (curl_off_t)body_len;
-
-    s->busy = 1;
-    rc = curl_easy_perform(s->easy);
-    s->busy = 0;
-    s->L = NULL;
-
-    if (s->abort == AB_CALLBACK_ERROR) {
-        lua_pushvalue(L, s->err_index);
-        return lua_error(L); /* curl has returned: safe to unwind now */
+/* Give the easy handle back (to the pool, or free it). */
+static void release_easy(multi *m, transfer *t)
+{
+    if (t->easy == NULL)
+        return;
+    if (m != NULL && m->cm != NULL) {
+        curl_multi_remove_handle(m->cm, t->easy);
+        if (m->npool < EASY_POOL) {
+            curl_easy_reset(t->easy);
+            m->pool[m->npool++] = t->easy;
+            t->easy = NULL;
+        }
     }
-    curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
-    sent = request_sent(s, has_body, (curl_off_t)body_len);
+    if (t->easy != NULL) {
+        curl_easy_cleanup(t->easy);
+        t->easy = NULL;
+    }
+    curl_slist_free_all(t->headers);
+    t->headers = NULL;
+}
 
+/* Finish T with curl's code RC: build its result in the registry, release
+ * curl's resources and the references that kept the request alive. Runs
+ * outside curl callbacks (from poll, cancel, close). */
+static void finish(lua_State *L, multi *m, transfer *t, CURLcode rc)
+{
+    long status = 0;
+    int sent = 0;
+    if (t->finished)
+        return;
+    if (t->easy) {
+        curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+        sent = request_sent(t, rc);
+    }
+    list_remove(m, t);
     lua_newtable(L);
     if (status > 0)
         set_int(L, "status", status);
     set_bool(L, "sent", sent);
-    set_bool(L, "received", s->got_headers);
-    push_headers(L, &s->head);
+    set_bool(L, "received", t->got_headers);
+    push_headers(L, &t->head);
     lua_setfield(L, -2, "headers");
-    if (rc == CURLE_OK) {
-        lua_pushvalue(L, body_index);
-        lua_setfield(L, -2, "body");
-        return 1;
-    }
-    lua_pushstring(L, kind_of(rc, s->abort, s->headers_done));
-    lua_setfield(L, -2, "kind");
-    lua_pushstring(L, message_of(s, rc));
-    lua_setfield(L, -2, "message");
-    set_int(L, "curl_code", (lua_Integer)rc);
-    lua_pushvalue(L, body_index);  /* what arrived, for a body excerpt */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->buf_ref);
     lua_setfield(L, -2, "body");
-    lua_pushnil(L);
-    lua_insert(L, -2);
-    return 2;
+    if (rc != CURLE_OK || t->abort != AB_NONE) {
+        lua_pushstring(L, kind_of(rc, t->abort, t->headers_done));
+        lua_setfield(L, -2, "kind");
+        lua_pushstring(L, message_of(t, rc));
+        lua_setfield(L, -2, "message");
+        set_int(L, "curl_code", (lua_Integer)rc);
+        if (t->abort == AB_CALLBACK_ERROR) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, t->err_ref);
+            lua_setfield(L, -2, "error");
+        }
+        set_bool(L, "failed", 1);
+    }
+    t->res_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    t->finished = 1;
+    release_easy(m, t);
+    omx_buf_free(&t->head);
+    unref(L, &t->req_ref);
+    unref(L, &t->fn_ref);
+    unref(L, &t->err_ref);
+    unref(L, &t->buf_ref);
+    t->body = NULL;
+    unref(L, &t->self_ref);
+    t->m = NULL;
 }
 
-static int session_close(lua_State *L)
+/* ---- multi methods ---- */
+
+static multi *check_multi(lua_State *L, int idx)
 {
-    session *s = (session *)luaL_checkudata(L, 1, OMX_SESSION);
-    if (s->busy)
-        return luaL_error(L, "omixa: cannot close a session during its own transfer");
-    if (s->easy != NULL) {
-        curl_easy_cleanup(s->easy);
-        s->easy = NULL;
+    multi *m = (multi *)luaL_checkudata(L, idx, OMX_MULTI);
+    if (m->cm == NULL)
+        luaL_error(L, "omixa: the transport is closed");
+    return m;
+}
+
+static CURL *take_easy(multi *m)
+{
+    if (m->npool > 0)
+        return m->pool[--m->npool];
+    return curl_easy_init();
+}
+
+static int multi_add(lua_State *L)
+{
+    multi *m = check_multi(L, 1);
+    transfer *t;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+
+    t = (transfer *)lua_newuserdata(L, sizeof *t);  /* 3 */
+    memset(t, 0, sizeof *t);
+    t->req_ref = t->buf_ref = t->fn_ref = t->err_ref = t->res_ref = t->self_ref = LUA_NOREF;
+    omx_buf_init(&t->head);
+    luaL_getmetatable(L, OMX_TRANSFER);
+    lua_setmetatable(L, 3);
+    t->easy = take_easy(m);                         /* owned by t from here */
+    if (t->easy == NULL)
+        return luaL_error(L, "omixa: curl_easy_init failed");
+
+    setup(L, m, t, 2);
+
+    t->body = omx_buffer_push(L);                   /* 4 */
+    t->buf_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, 2);
+    t->req_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, 2, "progress");
+    if (lua_isfunction(L, -1))
+        t->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    else
+        lua_pop(L, 1);
+    lua_pushboolean(L, 0);
+    t->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, 3);
+    t->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);   /* running: kept alive */
+
+    t->last_rx_time = now_seconds();
+    if (curl_multi_add_handle(m->cm, t->easy) != CURLM_OK) {
+        unref(L, &t->self_ref);
+        return luaL_error(L, "omixa: curl_multi_add_handle failed");
     }
-    curl_slist_free_all(s->headers);
-    s->headers = NULL;
-    omx_buf_free(&s->head);
+    t->m = m;
+    t->running = 1;
+    t->next = m->head;
+    if (m->head) m->head->prev = t;
+    m->head = t;
+    m->nrunning++;
+    lua_settop(L, 3);
+    return 1;
+}
+
+static void socket_action(multi *m, curl_socket_t s, int flags)
+{
+    int still = 0;
+    curl_multi_socket_action(m->cm, s, flags, &still);
+}
+
+/* poll(timeout) -> { finished transfers } */
+static int multi_poll(lua_State *L)
+{
+    multi *m = check_multi(L, 1);
+    double timeout = luaL_optnumber(L, 2, 0), now, until, wait;
+    struct epoll_event evs[32];
+    int n, i, k = 0, wait_ms;
+    CURLMsg *msg;
+    int left;
+
+    if (m->L != NULL)
+        return luaL_error(L, "omixa: poll called from inside a callback of the same client");
+    lua_settop(L, 2);
+    luaL_checkstack(L, 24, "omixa: no stack space");
+    lua_newtable(L);                               /* 3: finished list */
+    lua_pushcfunction(L, progress_trampoline);     /* 4 */
+
+    now = now_seconds();
+    until = min_time(next_deadline(m), now + (timeout > 0 ? timeout : 0));
+    wait = until - now;
+    wait_ms = wait <= 0 ? 0 : (int)(wait * 1000.0 + 0.999);
+    n = epoll_wait(m->epfd, evs, 32, wait_ms);
+
+    m->L = L;
+    m->trampoline = 4;
+    for (i = 0; i < n; i++) {
+        if (evs[i].data.fd == m->tfd) {
+            uint64_t expirations;
+            ssize_t r = read(m->tfd, &expirations, sizeof expirations);
+            (void)r;
+            continue;
+        }
+        socket_action(m, evs[i].data.fd,
+                      (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+                      (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                      (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0));
+    }
+    now = now_seconds();
+    if (m->curl_deadline != NO_TIME && m->curl_deadline <= now) {
+        m->curl_deadline = NO_TIME;
+        socket_action(m, CURL_SOCKET_TIMEOUT, 0);
+    }
+    if (m->wake_at != NO_TIME && m->wake_at <= now)
+        m->wake_at = NO_TIME;
+    m->L = NULL;
+
+    /* Collect what curl finished, then what ran out of idle time (no byte
+     * for idle_timeout seconds once the response began). */
+    while ((msg = curl_multi_info_read(m->cm, &left)) != NULL) {
+        transfer *t = NULL;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+        if (t == NULL || t->finished)
+            continue;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, t->self_ref); /* the userdata, before finish drops it */
+        finish(L, m, t, msg->data.result);
+        lua_rawseti(L, 3, ++k);
+    }
+    {
+        transfer *t = m->head, *next;
+        for (; t; t = next) {
+            next = t->next;
+            if (t->idle_timeout > 0 && t->got_headers && now - t->last_rx_time >= t->idle_timeout) {
+                lua_rawgeti(L, LUA_REGISTRYINDEX, t->self_ref);
+                t->abort = AB_IDLE;
+                finish(L, m, t, CURLE_OPERATION_TIMEDOUT);
+                lua_rawseti(L, 3, ++k);
+            }
+        }
+    }
+    arm_timer(m);
+    lua_settop(L, 3);
+    return 1;
+}
+
+static int multi_fd(lua_State *L)
+{
+    multi *m = check_multi(L, 1);
+    lua_pushinteger(L, m->epfd);
+    return 1;
+}
+
+static int multi_wake_at(lua_State *L)
+{
+    multi *m = check_multi(L, 1);
+    m->wake_at = lua_isnoneornil(L, 2) ? NO_TIME : (double)luaL_checknumber(L, 2);
+    if (m->wake_at != NO_TIME && m->wake_at <= 0)
+        m->wake_at = 1e-9;
+    arm_timer(m);
     return 0;
 }
 
-static int session_gc(lua_State *L)
+static int multi_running(lua_State *L)
 {
-    session *s = (session *)luaL_checkudata(L, 1, OMX_SESSION);
-    s->busy = 0; /* a collected session cannot be mid-transfer */
-    return session_close(L);
-}
-
-static int session_tostring(lua_State *L)
-{
-    session *s = (session *)luaL_checkudata(L, 1, OMX_SESSION);
-    lua_pushfstring(L, OMX_SESSION " (%s)", s->easy ? "open" : "closed");
+    multi *m = check_multi(L, 1);
+    lua_pushinteger(L, m->nrunning);
     return 1;
 }
 
-static int session_new(lua_State *L)
+static void multi_free(lua_State *L, multi *m)
 {
-    session *s = (session *)lua_newuserdata(L, sizeof *s);
-    memset(s, 0, sizeof *s);
-    omx_buf_init(&s->head);
-    luaL_getmetatable(L, OMX_SESSION);
-    lua_setmetatable(L, -2);
-    s->easy = curl_easy_init(); /* after the userdata: __gc owns it */
-    if (s->easy == NULL)
-        return luaL_error(L, "omixa: curl_easy_init failed");
+    int i;
+    while (m->head) {
+        transfer *t = m->head;
+        t->abort = AB_CLOSED;
+        finish(L, m, t, CURLE_ABORTED_BY_CALLBACK);
+    }
+    for (i = 0; i < m->npool; i++)
+        curl_easy_cleanup(m->pool[i]);
+    m->npool = 0;
+    if (m->cm) curl_multi_cleanup(m->cm);
+    if (m->share) curl_share_cleanup(m->share);
+    if (m->epfd >= 0) close(m->epfd);
+    if (m->tfd >= 0) close(m->tfd);
+    m->cm = NULL;
+    m->share = NULL;
+    m->epfd = m->tfd = -1;
+}
+
+static int multi_close(lua_State *L)
+{
+    multi *m = (multi *)luaL_checkudata(L, 1, OMX_MULTI);
+    if (m->L != NULL)
+        return luaL_error(L, "omixa: cannot close a client from inside its own callback");
+    if (m->cm != NULL || m->epfd >= 0)
+        multi_free(L, m);
+    return 0;
+}
+
+static int multi_tostring(lua_State *L)
+{
+    multi *m = (multi *)luaL_checkudata(L, 1, OMX_MULTI);
+    if (m->cm == NULL)
+        lua_pushliteral(L, OMX_MULTI " (closed)");
+    else
+        lua_pushfstring(L, OMX_MULTI " (%d running)", m->nrunning);
     return 1;
 }
 
-/* core.now() -> monotonic seconds; core.sleep(seconds) for back-off waits
- * of the blocking path (jobs use deadlines instead). */
+static int multi_new(lua_State *L)
+{
+    multi *m = (multi *)lua_newuserdata(L, sizeof *m);
+    struct epoll_event ev;
+    memset(m, 0, sizeof *m);
+    m->epfd = m->tfd = -1;
+    luaL_getmetatable(L, OMX_MULTI);
+    lua_setmetatable(L, -2);                        /* __gc owns what follows */
+    m->epfd = epoll_create1(EPOLL_CLOEXEC);
+    m->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    m->cm = curl_multi_init();
+    m->share = curl_share_init();
+    if (m->epfd < 0 || m->tfd < 0 || m->cm == NULL || m->share == NULL)
+        return luaL_error(L, "omixa: cannot create the transport (%s)", strerror(errno));
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.fd = m->tfd;
+    if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->tfd, &ev) != 0)
+        return luaL_error(L, "omixa: epoll_ctl failed (%s)", strerror(errno));
+    curl_share_setopt(m->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    curl_share_setopt(m->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_multi_setopt(m->cm, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(m->cm, CURLMOPT_SOCKETDATA, m);
+    curl_multi_setopt(m->cm, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(m->cm, CURLMOPT_TIMERDATA, m);
+    return 1;
+}
+
+/* ---- transfer methods ---- */
+
+static transfer *check_transfer(lua_State *L, int idx)
+{
+    return (transfer *)luaL_checkudata(L, idx, OMX_TRANSFER);
+}
+
+/* result() -> res | nil, err */
+static int transfer_result(lua_State *L)
+{
+    transfer *t = check_transfer(L, 1);
+    if (!t->finished)
+        return luaL_error(L, "omixa: the transfer has not finished");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->res_ref);
+    lua_getfield(L, -1, "failed");
+    if (lua_toboolean(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    lua_pop(L, 1);
+    return 1;
+}
+
+static int transfer_done(lua_State *L)
+{
+    lua_pushboolean(L, check_transfer(L, 1)->finished);
+    return 1;
+}
+
+static int transfer_cancel(lua_State *L)
+{
+    transfer *t = check_transfer(L, 1);
+    if (!t->finished && t->m != NULL) {
+        if (t->m->L != NULL)
+            return luaL_error(L, "omixa: cannot cancel from inside a callback; return false from it instead");
+        t->abort = AB_CANCEL;
+        finish(L, t->m, t, CURLE_ABORTED_BY_CALLBACK);
+    }
+    return 0;
+}
+
+static int transfer_progress(lua_State *L)
+{
+    transfer *t = check_transfer(L, 1);
+    int ph = t->finished ? PH_RECEIVING : t->easy != NULL ? current_phase(t) : t->phase;
+    lua_pushstring(L, phase_names[ph]);
+    lua_pushnumber(L, (lua_Number)t->sent);
+    lua_pushnumber(L, (lua_Number)(t->send_total > t->upload_total ? t->send_total : t->upload_total));
+    lua_pushnumber(L, (lua_Number)t->received);
+    lua_pushnumber(L, (lua_Number)(t->receive_total > 0 ? t->receive_total : 0));
+    return 5;
+}
+
+static int transfer_gc(lua_State *L)
+{
+    transfer *t = check_transfer(L, 1);
+    /* A running transfer is anchored by self_ref: only a finished or a
+     * never-started one (setup raised) reaches here. */
+    if (t->easy != NULL) {
+        if (t->m != NULL && t->running) { /* at lua_close, before the multi's __gc */
+            if (t->m->cm != NULL)
+                curl_multi_remove_handle(t->m->cm, t->easy);
+            list_remove(t->m, t);
+        }
+        curl_easy_cleanup(t->easy);
+        t->easy = NULL;
+    }
+    curl_slist_free_all(t->headers);
+    t->headers = NULL;
+    omx_buf_free(&t->head);
+    unref(L, &t->res_ref);
+    unref(L, &t->req_ref);
+    unref(L, &t->fn_ref);
+    unref(L, &t->err_ref);
+    unref(L, &t->buf_ref);
+    return 0;
+}
+
+static int transfer_tostring(lua_State *L)
+{
+    transfer *t = check_transfer(L, 1);
+    lua_pushfstring(L, OMX_TRANSFER " (%s)", t->finished ? "finished" : "running");
+    return 1;
+}
+
+/* ---- clock and version ---- */
+
+/* core.now() -> monotonic seconds; core.sleep(seconds). */
 static int clock_now(lua_State *L)
 {
     lua_pushnumber(L, (lua_Number)now_seconds());
@@ -608,23 +1039,37 @@ static int curl_version_string(lua_State *L)
 
 void omx_transport_open(lua_State *L)
 {
-    static const luaL_Reg methods[] = {
-        {"perform", session_perform},
-        {"close", session_close},
-        {"__gc", session_gc},
-        {"__close", session_close},
-        {"__tostring", session_tostring},
+    static const luaL_Reg multi_methods[] = {
+        {"add", multi_add},
+        {"poll", multi_poll},
+        {"fd", multi_fd},
+        {"wake_at", multi_wake_at},
+        {"running", multi_running},
+        {"close", multi_close},
+        {"__gc", multi_close},
+        {"__close", multi_close},
+        {"__tostring", multi_tostring},
+        {NULL, NULL}
+    };
+    static const luaL_Reg transfer_methods[] = {
+        {"result", transfer_result},
+        {"done", transfer_done},
+        {"cancel", transfer_cancel},
+        {"progress", transfer_progress},
+        {"__gc", transfer_gc},
+        {"__tostring", transfer_tostring},
+        {NULL, NULL}
+    };
+    static const luaL_Reg functions[] = {
+        {"multi", multi_new},
+        {"now", clock_now},
+        {"sleep", clock_sleep},
+        {"curl_version", curl_version_string},
         {NULL, NULL}
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    omx_newclass(L, OMX_SESSION, methods);
-    lua_pop(L, 1);
-    lua_pushcfunction(L, session_new);
-    lua_setfield(L, -2, "session");
-    lua_pushcfunction(L, curl_version_string);
-    lua_setfield(L, -2, "curl_version");
-    lua_pushcfunction(L, clock_now);
-    lua_setfield(L, -2, "now");
-    lua_pushcfunction(L, clock_sleep);
-    lua_setfield(L, -2, "sleep");
+    omx_newclass(L, OMX_MULTI, multi_methods);
+    omx_newclass(L, OMX_TRANSFER, transfer_methods);
+    lua_pop(L, 2);
+    omx_setfuncs(L, functions, 0);
 }

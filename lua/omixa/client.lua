@@ -1,5 +1,5 @@
--- omixa.client — a client: options, the API key, one libcurl session, and
--- the request cycle (validate, encode, send with the retry policy, parse).
+-- omixa.client — a client: options, the API key, validation and encoding of
+-- requests, and its jobs (omixa.job: the transport, retries, downloads).
 
 local core = require "omixa.core"
 local schema = require "omixa.schema"
@@ -8,11 +8,12 @@ local wire = require "omixa.wire"
 local response = require "omixa.response"
 local errors = require "omixa.errors"
 local models = require "omixa.models"
+local job = require "omixa.job"
 
 local type, pairs, ipairs, tostring, error, setmetatable, getmetatable =
   type, pairs, ipairs, tostring, error, setmetatable, getmetatable
 local format, match, lower, find = string.format, string.match, string.lower, string.find
-local floor, min, random = math.floor, math.min, math.random
+local floor = math.floor
 local concat = table.concat
 local getenv = os.getenv
 
@@ -98,11 +99,6 @@ local function url_host(url)
   return lower(match(authority, "^([^:]*)"))
 end
 
-local function origin(url)
-  local o = match(url, "^([%a][%w%+%.%-]*://[^/?#]*)")
-  return o and lower(o)
-end
-
 local function is_loopback(host)
   return host == "localhost" or host == "::1" or match(host or "", "^127%.%d+%.%d+%.%d+$") ~= nil
 end
@@ -186,17 +182,18 @@ function Client:close()
   if not self.closed then
     self.closed = true
     local s = secrets[self]
-    if s and s.session then s.session:close() end
+    if s and s.engine then job.close(s.engine) end
     secrets[self] = nil
   end
 end
 Client.__close = Client.close
 Client.__gc = Client.close
 
-local function session_of(self)
+-- The client's transport and jobs, made on first use.
+local function engine_of(self)
   local s = secrets[self]
-  if not s.session then s.session = core.session() end
-  return s.session
+  if not s.engine then s.engine = job.engine{ concurrency = self.concurrency } end
+  return s.engine
 end
 
 -- The key for this request: the option (called when a function), else nil.
@@ -262,145 +259,93 @@ local function transfer_options(self, co, req)
   return req
 end
 
--- The on_progress adapter curl's callback calls (through a trampoline).
-local function progress_adapter(on_progress, attempt, state)
-  if not on_progress then return nil end
-  return function(phase, sent, send_total, received, receive_total)
-    local p = { phase = phase, sent = sent, send_total = send_total,
-                received = received, receive_total = receive_total, attempt = attempt }
-    state.last = p
-    return on_progress(p)
-  end
-end
-
--- Fetch an url-only image: http(s) only, the same size limit, and the key
--- only when the image lives on the service's own origin.
-local function downloader(self, co, key)
-  return function(url)
-    if not match(url, "^[Hh][Tt][Tt][Pp][Ss]?://") then
-      return nil, { kind = "protocol", message = "image url is not http(s): " .. url:sub(1, 200), maybe_billed = true }
-    end
-    local hdrs = {}
-    if key and origin(url) == origin(self.base_url) then hdrs[1] = "Authorization: Bearer " .. key end
-    if match(lower(url), "^http://") and not self.allow_http and not is_loopback(url_host(url)) and hdrs[1] then
-      hdrs = {}
-    end
-    local res, terr = session_of(self):perform(transfer_options(self, co,
-      { url = url, method = "GET", headers = hdrs }))
-    if not res then
-      terr.maybe_billed = true
-      terr.body = terr.body and terr.body:string(1, 2048)
-      return nil, terr
-    end
-    local status = res.status or 0
-    if status < 200 or status > 299 then
-      return nil, { kind = "api", status = status, maybe_billed = true, body = res.body:string(1, 2048),
-                    message = format("downloading the image from its url failed with HTTP %d", status) }
-    end
-    local ctype = lower(res.headers["content-type"] or "")
-    local bytes = res.body:string()
-    res.body:close()
-    return bytes, match(ctype, "^(image/[^;%s]+)")
-  end
-end
-
--- Whether an attempt's failure may be tried again under the policy.
-local function may_retry(f, curl_code, retry_unknown)
-  if f.kind == "api" then return errors.retry_status[f.status] == true end
-  if f.maybe_billed then return retry_unknown and f.kind ~= "cancelled" and f.kind ~= "too_large" end
-  if f.kind == "network" or f.kind == "timeout" then return not f.sent end
-  if f.kind == "tls" then return curl_code == 35 and not f.sent end
-  return false
-end
-
-local function backoff(k)
-  local base = min(0.5 * 2 ^ k, 8)
-  return base - base * 0.25 * random()
-end
-
-local MAX_RETRY_AFTER = 60
-
--- One request with the retry policy; the body is already encoded.
-local function send(self, prepared, body, co)
+-- What a job needs to send this request (see omixa.job), or nil and the
+-- config error that refuses it before anything is sent.
+local function job_spec(self, prepared, body, co)
+  local host = url_host(self.base_url)
   local key, kerr = api_key(self)
   if kerr then return config_error(kerr) end
-  local host = url_host(self.base_url)
   if match(lower(self.base_url), "^http://") and not self.allow_http and not is_loopback(host) then
     return config_error(format("refusing to send the API key in clear text to %s: use https, or allow_http = true", host), key)
   end
   if not key and not is_loopback(host) then
     return config_error("no API key: set OMIXA_API_KEY or pass api_key to omixa.new")
   end
-  local max_retries = co.max_retries or self.max_retries
   local retry_unknown = co.retry_unknown
   if retry_unknown == nil then retry_unknown = self.retry_unknown end
-  local url = self.base_url .. "/images/generations"
-  local started = core.now()
-  local session = session_of(self)
-  local state = {}
-  local attempt = 0
-  while true do
-    attempt = attempt + 1
-    if attempt > 1 then -- the key may have rotated
-      key, kerr = api_key(self)
-      if kerr then return config_error(kerr) end
-    end
-    local req = transfer_options(self, co, {
-      url = url, method = "POST", body = body, headers = header_lines(self, key, false),
-      progress = progress_adapter(co.on_progress, attempt, state),
-    })
-    local res, terr = session:perform(req)
-    local f, curl_code
-    if res then
-      if co.on_progress then
-        local p = state.last or {}
-        local go_on = co.on_progress({ phase = "decoding", sent = p.sent or #body, send_total = #body,
-          received = res.body:len(), receive_total = res.body:len(), attempt = attempt })
-        if go_on == false then
-          res.body:close()
-          f = { kind = "cancelled", message = "cancelled by the progress callback", maybe_billed = true,
-                status = res.status }
-        end
-      end
-      if not f then
-        local imgs, info = response.parse(res.status, res.headers, res.body,
-          { model = prepared.model, download = downloader(self, co, key) })
-        res.body:close()
-        if imgs then
-          info.attempts = attempt
-          info.elapsed = core.now() - started
-          return imgs, info
-        end
-        f = info
-        f.sent = true
-      end
-    else
-      f = terr
-      curl_code = terr.curl_code
-      local st = terr.status
-      f.maybe_billed = terr.sent and f.kind ~= "config" and (st == nil or (st >= 200 and st <= 299))
-      f.body = terr.body and terr.body:string(1, 2048)
-      if terr.headers then f.request_id = response.request_id(terr.headers) end
-      f.headers, f.curl_code, f.received = nil, nil, nil
-    end
-    f.attempts = attempt
-    local retry = may_retry(f, curl_code, retry_unknown)
-    f.retryable = retry or f.maybe_billed or (f.kind == "api" and errors.retry_status[f.status] == true)
-    f.secrets = { key }
-    if not retry or attempt > max_retries then
-      return nil, errors.new(f)
-    end
-    local wait = f.retry_after
-    if wait and wait > MAX_RETRY_AFTER then
-      return nil, errors.new(f)
-    end
-    core.sleep(wait or backoff(attempt - 1))
+  local first = true
+  return {
+    url = self.base_url .. "/images/generations",
+    body = body,
+    model = prepared.model,
+    co = co,
+    max_retries = co.max_retries or self.max_retries,
+    retry_unknown = retry_unknown,
+    -- The key is read again for every attempt, so that it may rotate.
+    api_key = function()
+      if first then first = false; return key end
+      return api_key(self)
+    end,
+    header_lines = function(k) return header_lines(self, k, false) end,
+    transfer_options = function(req) return transfer_options(self, co, req) end,
+  }
+end
+
+-- client:start(request, call_opts) -> job, at once (misuse raises first).
+function Client:start(request, call_opts)
+  local prepared, body, co = build(self, request, call_opts, 2)
+  local eng = engine_of(self)
+  local spec, err = job_spec(self, prepared, body, co)
+  if not spec then return job.finished(eng, nil, err) end
+  return job.start(eng, spec)
+end
+
+-- client:poll() -> the number of jobs still queued or running. Never blocks.
+function Client:poll()
+  check_open(self, 2)
+  local eng = engine_of(self)
+  job.drive(eng, 0)
+  return job.running(eng)
+end
+
+-- client:fd() -> a descriptor that becomes readable when poll has work.
+function Client:fd()
+  check_open(self, 2)
+  return engine_of(self).multi:fd()
+end
+
+-- client:generate_many(requests, call_opts) -> { { images =, info = } | { err = }, ... }
+-- in input order; every request is validated before any is sent.
+function Client:generate_many(requests, call_opts)
+  check_open(self, 2)
+  if type(requests) ~= "table" then
+    error("omixa: generate_many: requests must be an array of requests (got " .. type(requests) .. ")", 2)
   end
+  local built = {}
+  for i = 1, #requests do
+    local ok, prepared, body, co = pcall(build, self, requests[i], call_opts, 1)
+    if not ok then error(format("omixa: request %d: %s", i, (tostring(prepared):gsub("^omixa: ", ""))), 2) end
+    built[i] = { prepared, body, co }
+  end
+  local eng = engine_of(self)
+  local jobs = {}
+  for i, b in ipairs(built) do
+    local spec, err = job_spec(self, b[1], b[2], b[3])
+    jobs[i] = spec and job.start(eng, spec) or job.finished(eng, nil, err)
+  end
+  local results = {}
+  for i, j in ipairs(jobs) do
+    local imgs, info = j:wait()
+    results[i] = imgs and { images = imgs, info = info } or { err = info }
+  end
+  return results
 end
 
 function Client:generate(request, call_opts)
   local prepared, body, co = build(self, request, call_opts, 2)
-  return send(self, prepared, body, co)
+  local spec, err = job_spec(self, prepared, body, co)
+  if not spec then return nil, err end
+  return job.start(engine_of(self), spec):wait()
 end
 
 -- Own transport: the request as plain data, and a parser for the answer.
@@ -431,11 +376,13 @@ function Client:parse(status, body, headers)
     end
   end
   local key = api_key(self)
-  local imgs, info = response.parse(status, h, body,
-    { model = self.model, download = downloader(self, {}, key) })
+  local imgs, info, pending = response.parse(status, h, body, { model = self.model })
   if imgs then
     info.attempts, info.elapsed = 1, 0
-    return imgs, info
+    if not pending then return imgs, info end
+    local spec = { url = self.base_url, key = key,
+                   transfer_options = function(req) return transfer_options(self, {}, req) end }
+    return job.downloads(engine_of(self), spec, imgs, info, pending):wait()
   end
   info.attempts = 1
   info.secrets = { key }

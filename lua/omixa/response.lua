@@ -87,7 +87,9 @@ local function protocol(status, headers, body, message)
            request_id = response.request_id(headers) }
 end
 
-local function image_info(bytes, fallback_mime)
+-- { mime=, format=, width=, height=, bytes= } of one image (sniffed; the
+-- fallback mime when sniffing knows nothing better).
+function response.image_info(bytes, fallback_mime)
   local s = core.sniff(bytes)
   local info = { bytes = #bytes }
   if s then
@@ -99,6 +101,7 @@ local function image_info(bytes, fallback_mime)
   return info
 end
 
+
 local function as_integer(v)
   if type(v) == "number" and v == floor(v) then return floor(v) end
   return v
@@ -106,7 +109,9 @@ end
 
 -- response.parse(status, headers, body, ctx) -> images, info | nil, fields
 --   headers: lower-case names; body: string or omixa.buffer
---   ctx.model: the model asked for; ctx.download(url) -> bytes, mime | nil, fields
+--   ctx.model: the model asked for
+-- Items that carry only a url come back as false placeholders, with a third
+-- result { { index =, url = }, ... } for the caller to fetch (then collect).
 function response.parse(status, headers, body, ctx)
   if type(status) ~= "number" then
     return nil, { kind = "protocol", message = "no HTTP status in the response" }
@@ -124,7 +129,7 @@ function response.parse(status, headers, body, ctx)
       return nil, { kind = "no_image", status = status, request_id = request_id,
                     message = "the service answered with an empty image body" }
     end
-    info.images[1] = image_info(bytes, match(ctype, "^([^;%s]+)"))
+    info.images[1] = response.image_info(bytes, match(ctype, "^([^;%s]+)"))
     return { bytes }, info
   end
 
@@ -145,27 +150,25 @@ function response.parse(status, headers, body, ctx)
     return nil, f
   end
 
-  local out = {}
+  local out, pending = {}, nil
   local data = doc.data
   if type(data) == "table" then
     for _, item in ipairs(data) do
       if type(item) == "table" then
-        local b, url, bytes, mime = item.b64_json, item.url, nil, nil
-        if type(b) == "number" then
-          bytes = imgs[b]
-        elseif type(url) == "string" and url ~= "" then
-          local err
-          bytes, mime = ctx.download(url)
-          if not bytes then
-            err = mime
-            return nil, err
-          end
-        end
+        local b, url = item.b64_json, item.url
+        local bytes = type(b) == "number" and imgs[b] or nil
+        local revised = type(item.revised_prompt) == "string" and item.revised_prompt or nil
         if bytes and bytes ~= "" then -- an empty string is no image
           out[#out + 1] = bytes
-          local ii = image_info(bytes, mime)
-          if type(item.revised_prompt) == "string" then ii.revised_prompt = item.revised_prompt end
+          local ii = response.image_info(bytes)
+          ii.revised_prompt = revised
           info.images[#out] = ii
+        elseif type(url) == "string" and url ~= "" then
+          -- Fetched by the caller: a placeholder keeps the order.
+          out[#out + 1] = false
+          info.images[#out] = false
+          pending = pending or {}
+          pending[#pending + 1] = { index = #out, url = url, revised_prompt = revised }
         end
       end
     end
@@ -182,6 +185,26 @@ function response.parse(status, headers, body, ctx)
     if type(billed) == "string" then info.billed_amount = billed
     elseif type(billed) == "number" then info.billed_amount = format("%.6f", billed) end
   end
+  return out, info, pending
+end
+
+-- After the url-only items of PENDING were fetched into IMAGES and
+-- INFO.images: drop those that came back empty; no image left is no_image.
+function response.collect(images, info, pending)
+  local revised = {}
+  for _, p in ipairs(pending or {}) do revised[p.index] = p.revised_prompt end
+  local out, infos = {}, {}
+  for i, bytes in ipairs(images) do
+    if bytes and bytes ~= "" then
+      out[#out + 1] = bytes
+      infos[#out] = info.images[i]
+      if revised[i] then infos[#out].revised_prompt = revised[i] end
+    end
+  end
+  if #out == 0 then
+    return nil, { kind = "no_image", message = "the image urls gave no image", maybe_billed = true }
+  end
+  info.images = infos
   return out, info
 end
 

@@ -45,6 +45,8 @@
 --                             bytes a piece, flushed one by one
 --   trickle = {bytes=k, interval=s}   k bytes every s seconds
 --   gzip = true               Content-Encoding: gzip when the client accepts it
+--   pad = k                   k spaces after the body (at most 256 MiB): a large
+--                             response that is still the same JSON document
 --   streaming (stream = true on a streaming model): partials = k (1),
 --   heartbeats = k (1), interval = s between events, sse_crlf, sse_multiline
 --   (one data: line per member), sse_data_only (no event: lines),
@@ -59,7 +61,7 @@ local png = require "omixa.serve.png"
 local type, pairs, ipairs, tostring, tonumber, next = type, pairs, ipairs, tostring, tonumber, next
 local floor, max, min, random = math.floor, math.max, math.min, math.random
 local concat, remove = table.concat, table.remove
-local format, sub, gsub, find = string.format, string.sub, string.gsub, string.find
+local format, sub, gsub, find, rep = string.format, string.sub, string.gsub, string.find, string.rep
 
 local has_schema, schema = pcall(require, "omixa.schema")
 if not has_schema then schema = nil end
@@ -436,10 +438,15 @@ local function sleep(s)
   if s and s > 0 then ngx.sleep(s) end
 end
 
--- Send RESP shaped by fault F: transport faults (cut, truncate, chunked,
--- trickle, gzip) apply to whatever response was built.
+local MAX_PAD = 256 * 1024 * 1024
+
+-- Send RESP shaped by fault F: transport faults (pad, cut, truncate,
+-- chunked, trickle, gzip) apply to whatever response was built.
 local function send(resp, f)
   local body = resp.body
+  if tonumber(f.pad) and tonumber(f.pad) > 0 then
+    body = body .. rep(" ", min(MAX_PAD, floor(tonumber(f.pad))))
+  end
   if f.gzip and find(ngx.var.http_accept_encoding or "", "gzip", 1, true) and body ~= "" then
     body = png.gzip(body)
     resp.headers["Content-Encoding"] = "gzip"
@@ -657,7 +664,7 @@ local FAULT_FIELDS = {}
 for name in ([[delay status body message type code content_type retry_after retry_after_ms
     headers request_id cut truncate malformed bad_base64 escape_slashes url_only url_base
     raw_image empty_data revised_prompt cap_n billed_amount no_usage chunked chunk_size
-    trickle gzip partials heartbeats interval sse_crlf sse_multiline sse_data_only
+    trickle gzip pad partials heartbeats interval sse_crlf sse_multiline sse_data_only
     stream_error stream_end_early sse_data_shape]]):gmatch("%S+") do
   FAULT_FIELDS[name] = true
 end
@@ -676,6 +683,9 @@ local function check_fault(f)
   end
   if f.trickle ~= nil and (type(f.trickle) ~= "table" or not tonumber(f.trickle.bytes)) then
     return nil, "fault field 'trickle' must be { bytes = k, interval = s }"
+  end
+  if f.pad ~= nil and not tonumber(f.pad) then
+    return nil, "fault field 'pad' must be a number of bytes"
   end
   if f.headers ~= nil and type(f.headers) ~= "table" then
     return nil, "fault field 'headers' must be an object"
@@ -812,6 +822,10 @@ function M.handle()
   if uri == MODELS_PATH then
     if method ~= "GET" then return simple(405, "Use GET.", "method_not_allowed", { Allow = "GET" }) end
     if not authorized() then return simple(401, "Invalid API key.", "invalid_api_key") end
+    -- Signing covers every request (METHOD is part of what is signed), so a
+    -- GET signs the empty body.
+    local serr = signature_error(method, read_body())
+    if serr then return simple(401, serr, "invalid_signature") end
     return list_models()
   end
   if sub(uri, 1, 8) == "/_omixa/" then return control(uri, method) end

@@ -1,0 +1,432 @@
+-- omixa.job — requests as jobs on one client's transport (libcurl multi):
+-- the retry policy, back-off as deadlines (never sleeps), url-only image
+-- downloads, the concurrency limit, and the engine that drives them all.
+-- The blocking client:generate is a job waited for.
+--
+--   local eng = job.engine(opts)       -- one per client
+--   local j = job.start(eng, spec)     -- queued, or sent at once
+--   j:poll() j:done() j:result() j:wait([t]) j:cancel() j:progress()
+--   job.drive(eng, timeout)            -- one round of I/O and bookkeeping
+--
+-- Callbacks (on_progress) run only inside drive, on the caller's thread; a
+-- Lua error one raises finishes its job and is raised again from the call
+-- that was driving (and from that job's result()).
+
+local core = require "omixa.core"
+local response = require "omixa.response"
+local errors = require "omixa.errors"
+
+local type, ipairs, pairs, pcall, error, setmetatable, tostring =
+  type, ipairs, pairs, pcall, error, setmetatable, tostring
+local match, lower, format = string.match, string.lower, string.format
+local min, random, huge = math.min, math.random, math.huge
+local remove = table.remove
+local now = core.now
+
+local M = {}
+
+local MAX_RETRY_AFTER = 60
+local EXCERPT = 2048
+
+local Job = {}
+Job.__index = Job
+Job.__name = "omixa.job"
+
+-- ---- the engine: one per client ----
+
+function M.engine(opts)
+  return {
+    multi = core.multi(),
+    concurrency = opts.concurrency or 4,
+    queue = {},        -- jobs waiting for a slot, in order
+    active = {},       -- job -> true: holding a slot
+    nactive = 0,
+    by_transfer = {},  -- transfer -> { job, what = "main"|"download", index = }
+    pending_raise = nil,
+    closed = false,
+  }
+end
+
+local function origin(url)
+  local o = match(url, "^([%a][%w%+%.%-]*://[^/?#]*)")
+  return o and lower(o)
+end
+
+-- Whether an attempt's failure may be tried again under the policy.
+local function may_retry(f, curl_code, retry_unknown)
+  if f.kind == "api" then return errors.retry_status[f.status] == true end
+  if f.maybe_billed then return retry_unknown and f.kind ~= "cancelled" and f.kind ~= "too_large" end
+  if f.kind == "network" or f.kind == "timeout" then return not f.sent end
+  if f.kind == "tls" then return curl_code == 35 and not f.sent end
+  return false
+end
+
+local function backoff(k)
+  local base = min(0.5 * 2 ^ k, 8)
+  return base - base * 0.25 * random()
+end
+
+local function progress_table(phase, sent, send_total, received, receive_total, attempt)
+  return { phase = phase, sent = sent, send_total = send_total,
+           received = received, receive_total = receive_total, attempt = attempt }
+end
+
+-- ---- finishing ----
+
+local function release_slot(eng, j)
+  if eng.active[j] then
+    eng.active[j] = nil
+    eng.nactive = eng.nactive - 1
+  end
+end
+
+local function finish(j, images, info_or_err)
+  if j.finished then return end
+  j.finished = true
+  j.state = "done"
+  j.images, j.info = images, info_or_err
+  j.transfer = nil
+  release_slot(j.eng, j)
+end
+
+local function finish_error(j, f)
+  f.attempts = f.attempts or j.attempt
+  f.secrets = { j.key }
+  finish(j, nil, errors.new(f))
+end
+
+-- A Lua error from a user callback: the job ends, the driving call raises.
+local function finish_raise(j, err)
+  j.raise = err
+  finish(j, nil, errors.new{ kind = "cancelled", message = "a callback raised an error: " .. tostring(err),
+                             attempts = j.attempt, secrets = { j.key } })
+  if j.eng.pending_raise == nil then j.eng.pending_raise = { err } end
+end
+
+-- ---- sending ----
+
+local function send_attempt(j)
+  local spec = j.spec
+  j.attempt = j.attempt + 1
+  local ok, key, kerr = pcall(spec.api_key)
+  if not ok then return finish_raise(j, key) end
+  if kerr then return finish_error(j, { kind = "config", message = kerr, attempts = j.attempt - 1 }) end
+  j.key = key
+  local req = spec.transfer_options{
+    url = spec.url, method = "POST", body = spec.body, headers = spec.header_lines(key),
+  }
+  local on_progress = spec.co.on_progress
+  if on_progress then
+    local attempt = j.attempt
+    req.progress = function(phase, sent, send_total, received, receive_total)
+      return on_progress(progress_table(phase, sent, send_total, received, receive_total, attempt))
+    end
+  end
+  j.state = "sending"
+  j.transfer = j.eng.multi:add(req)
+  j.eng.by_transfer[j.transfer] = { job = j, what = "main" }
+end
+
+local function start_downloads(j, images, info, pending)
+  local spec = j.spec
+  j.state = "downloading"
+  j.images_partial, j.info_partial, j.pending = images, info, pending
+  j.downloads = {}
+  for _, p in ipairs(pending) do
+    local url = p.url
+    if not match(lower(url), "^https?://") then
+      return finish_error(j, { kind = "protocol", maybe_billed = true, sent = true,
+        message = "image url is not http(s): " .. url:sub(1, 200) })
+    end
+    local hdrs = {}
+    -- The key goes only to the service's own origin, and never in clear
+    -- text where the client would not send it.
+    if j.key and origin(url) == origin(spec.url) then hdrs[1] = "Authorization: Bearer " .. j.key end
+    local t = j.eng.multi:add(spec.transfer_options{ url = url, method = "GET", headers = hdrs })
+    j.downloads[#j.downloads + 1] = t
+    j.eng.by_transfer[t] = { job = j, what = "download", index = p.index }
+  end
+end
+
+local function cancel_downloads(j)
+  for _, t in ipairs(j.downloads or {}) do
+    j.eng.by_transfer[t] = nil
+    t:cancel()
+  end
+end
+
+-- The main request's transfer finished.
+local function on_main(j, tr)
+  local spec = j.spec
+  j.transfer = nil
+  local res, terr = tr:result()
+  local f, curl_code
+  if res then
+    local body = res.body
+    local on_progress = spec.co.on_progress
+    if on_progress then
+      local ok, go_on = pcall(on_progress, progress_table("decoding", #spec.body, #spec.body,
+        body:len(), body:len(), j.attempt))
+      if not ok then body:close(); return finish_raise(j, go_on) end
+      if go_on == false then
+        body:close()
+        return finish_error(j, { kind = "cancelled", message = "cancelled by the progress callback",
+                                 maybe_billed = true, status = res.status })
+      end
+    end
+    local images, info, pending = response.parse(res.status, res.headers, body, { model = spec.model })
+    body:close()
+    if images then
+      info.attempts = j.attempt
+      if pending then return start_downloads(j, images, info, pending) end
+      info.elapsed = now() - j.started
+      return finish(j, images, info)
+    end
+    f = info
+    f.sent = true
+  else
+    if terr.kind == "callback_error" then
+      if terr.body then terr.body:close() end
+      return finish_raise(j, terr.error)
+    end
+    f = terr
+    curl_code = terr.curl_code
+    local st = terr.status
+    f.maybe_billed = terr.sent and f.kind ~= "config" and (st == nil or (st >= 200 and st <= 299))
+    if st and st >= 300 and f.kind ~= "cancelled" and f.kind ~= "too_large" then
+      -- The status line already said the service did not do the work: an
+      -- api error (retried when its status is), whatever cut the rest.
+      f.message = format("HTTP %d, then %s", st, tostring(f.message))
+      f.kind = "api"
+    end
+    local buf = terr.body
+    f.body = buf and buf:string(1, EXCERPT)
+    if buf then buf:close() end
+    if terr.headers then f.request_id = response.request_id(terr.headers) end
+    if f.kind == "cancelled" then
+      f.message = j.cancelled and "cancelled" or "cancelled by the progress callback"
+    end
+    f.headers, f.curl_code, f.received, f.failed = nil, nil, nil, nil
+  end
+  f.attempts = j.attempt
+  local retry = not j.cancelled and may_retry(f, curl_code, spec.retry_unknown)
+  f.retryable = retry or f.maybe_billed or (f.kind == "api" and errors.retry_status[f.status] == true)
+    or (f.kind == "network" and not f.sent) or (f.kind == "timeout" and not f.sent) or false
+  if not retry or j.attempt > spec.max_retries then return finish_error(j, f) end
+  local wait = f.retry_after
+  if wait and wait > MAX_RETRY_AFTER then return finish_error(j, f) end
+  j.state = "backoff"
+  j.last_failure = f
+  j.wait_until = now() + (wait or backoff(j.attempt - 1))
+end
+
+-- An url-only image's download finished.
+local function on_download(j, tr, index)
+  local res, terr = tr:result()
+  for k, t in ipairs(j.downloads) do
+    if t == tr then remove(j.downloads, k); break end
+  end
+  if j.finished then return end
+  local f
+  if not res then
+    f = { kind = terr.kind, message = "downloading the image from its url failed: " .. tostring(terr.message),
+          status = terr.status, maybe_billed = true, sent = true }
+    if terr.body then terr.body:close() end
+  elseif (res.status or 0) < 200 or res.status > 299 then
+    f = { kind = "api", status = res.status, maybe_billed = true, sent = true, body = res.body:string(1, EXCERPT),
+          message = format("downloading the image from its url failed with HTTP %d", res.status) }
+    res.body:close()
+  end
+  if f then
+    cancel_downloads(j)
+    f.retryable = true
+    return finish_error(j, f)
+  end
+  local bytes = res.body:string()
+  res.body:close()
+  local mime = match(lower(res.headers["content-type"] or ""), "^(image/[^;%s]+)")
+  j.images_partial[index] = bytes
+  j.info_partial.images[index] = response.image_info(bytes, mime)
+  if #j.downloads == 0 then
+    local images, info = response.collect(j.images_partial, j.info_partial, j.pending)
+    if not images then return finish_error(j, info) end
+    info.elapsed = now() - j.started
+    finish(j, images, info)
+  end
+end
+
+-- ---- the engine's round ----
+
+local function start_queued(eng)
+  while eng.nactive < eng.concurrency and #eng.queue > 0 do
+    local j = remove(eng.queue, 1)
+    eng.active[j] = true
+    eng.nactive = eng.nactive + 1
+    j.started = now()
+    send_attempt(j)
+  end
+end
+
+-- One round: wait up to TIMEOUT seconds for I/O (0: none), handle finished
+-- transfers and due back-offs, start queued jobs. Raises the first callback
+-- error of the round once the round is complete.
+function M.drive(eng, timeout)
+  if eng.closed then error("omixa: the client is closed", 3) end
+  local finished = eng.multi:poll(timeout or 0)
+  for _, tr in ipairs(finished) do
+    local owner = eng.by_transfer[tr]
+    eng.by_transfer[tr] = nil
+    if owner then
+      if owner.what == "main" then on_main(owner.job, tr)
+      else on_download(owner.job, tr, owner.index) end
+    end
+  end
+  local t, wake = now(), nil
+  for j in pairs(eng.active) do
+    if j.state == "backoff" then
+      if j.wait_until <= t then send_attempt(j)
+      else wake = min(wake or huge, j.wait_until) end
+    end
+  end
+  start_queued(eng)
+  eng.multi:wake_at(wake)
+  local raise = eng.pending_raise
+  if raise then
+    eng.pending_raise = nil
+    error(raise[1], 0)
+  end
+end
+
+function M.running(eng)
+  return eng.nactive + #eng.queue
+end
+
+-- ---- jobs ----
+
+-- spec = { url =, body =, model =, co = call options, api_key = function()
+--   -> key | nil, err, header_lines = function(key) -> lines,
+--   transfer_options = function(req) -> req, max_retries =, retry_unknown = }
+function M.start(eng, spec)
+  local j = setmetatable({ eng = eng, spec = spec, attempt = 0, state = "queued", finished = false }, Job)
+  eng.queue[#eng.queue + 1] = j
+  start_queued(eng)
+  return j
+end
+
+-- A job that is already finished (a cache hit, a refusal).
+function M.finished(eng, images, info)
+  local j = setmetatable({ eng = eng, spec = {}, attempt = 0 }, Job)
+  j.finished, j.state, j.images, j.info = true, "done", images, info
+  return j
+end
+
+-- A job that only downloads url-only items of a parsed response.
+function M.downloads(eng, spec, images, info, pending)
+  local j = setmetatable({ eng = eng, spec = spec, attempt = 1, state = "downloading", finished = false }, Job)
+  j.started, j.key = now(), spec.key
+  eng.active[j] = true
+  eng.nactive = eng.nactive + 1
+  start_downloads(j, images, info, pending)
+  return j
+end
+
+function Job:poll()
+  if not self.finished then M.drive(self.eng, 0) end
+  return self.finished
+end
+
+function Job:done()
+  return self.finished
+end
+
+function Job:result()
+  if not self.finished then error("omixa: the job has not finished (poll it, or wait for it)", 2) end
+  if self.raise ~= nil then error(self.raise, 0) end
+  return self.images, self.info
+end
+
+-- wait([t]): blocks up to T seconds (forever when nil); then as result().
+-- When T passes first it returns nothing and the job runs on.
+function Job:wait(t)
+  if t ~= nil and type(t) ~= "number" then error("omixa: job:wait: seconds must be a number", 2) end
+  local deadline = t and now() + t
+  while not self.finished do
+    local step = 3600
+    if deadline then
+      step = deadline - now()
+      if step <= 0 then return end
+    end
+    M.drive(self.eng, step)
+  end
+  return self:result()
+end
+
+function Job:cancel()
+  if self.finished then return end
+  local eng = self.eng
+  self.cancelled = true
+  if self.state == "queued" then
+    for k, q in ipairs(eng.queue) do
+      if q == self then remove(eng.queue, k); break end
+    end
+    return finish_error(self, { kind = "cancelled", message = "cancelled", maybe_billed = false, attempts = 0 })
+  elseif self.state == "sending" then
+    local tr = self.transfer
+    tr:cancel()
+    eng.by_transfer[tr] = nil
+    return on_main(self, tr)
+  elseif self.state == "backoff" then
+    local f = self.last_failure
+    return finish_error(self, { kind = "cancelled", message = "cancelled", status = f.status,
+                                maybe_billed = f.maybe_billed, attempts = self.attempt })
+  elseif self.state == "downloading" then
+    cancel_downloads(self)
+    return finish_error(self, { kind = "cancelled", message = "cancelled", maybe_billed = true,
+                                attempts = self.attempt })
+  end
+end
+
+-- The same table on_progress receives, for the job's current attempt.
+function Job:progress()
+  local tr = self.transfer
+  if tr then
+    local p = progress_table(tr:progress())
+    p.attempt = self.attempt
+    return p
+  end
+  local phase = ({ queued = "queued", backoff = "waiting", downloading = "receiving", done = "done" })[self.state]
+    or self.state
+  return progress_table(phase, 0, 0, 0, 0, self.attempt)
+end
+
+Job.__tostring = function(j) return format("omixa.job (%s)", j.state) end
+
+-- Cancel everything and close the transport: the client is being closed.
+function M.close(eng)
+  if eng.closed then return end
+  eng.closed = true
+  local owners = eng.by_transfer
+  eng.by_transfer = {}
+  eng.multi:close() -- finishes every running transfer as cancelled
+  for _, j in ipairs(eng.queue) do
+    finish_error(j, { kind = "cancelled", message = "the client was closed", attempts = 0 })
+  end
+  eng.queue = {}
+  for tr, owner in pairs(owners) do
+    local j = owner.job
+    if not j.finished then
+      local _, terr = tr:result()
+      if terr and terr.body then terr.body:close() end
+      finish_error(j, { kind = "cancelled", message = "the client was closed",
+                        maybe_billed = owner.what == "download" or (terr ~= nil and terr.sent == true) })
+    end
+  end
+  for j in pairs(eng.active) do -- waiting out a back-off
+    finish_error(j, { kind = "cancelled", message = "the client was closed",
+                      maybe_billed = j.last_failure ~= nil and j.last_failure.maybe_billed })
+  end
+  eng.active, eng.nactive = {}, 0
+end
+
+M.Job = Job
+return M

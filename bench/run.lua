@@ -406,7 +406,10 @@ local function machine()
     { "lua-cjson", first_line("dpkg-query -W -f='${Version}' lua-cjson") },
     { "luasocket", first_line("dpkg-query -W -f='${Version}' lua-socket") },
     { "gcc", first_line("gcc --version") },
-    { "omixa", first_line("cd " .. shell_quote(ROOT) .. " && git describe --always --dirty 2>/dev/null || echo unknown") },
+    -- the commit, "-dirty" when a tracked file other than this run's outputs differs
+    { "omixa", first_line("cd " .. shell_quote(ROOT) .. " && { git rev-parse --short HEAD && "
+      .. "git status --porcelain --untracked-files=no -- . ':!bench/RESULTS.md' ':!bench/results.svg' | grep -q . "
+      .. "&& echo -dirty; } 2>/dev/null | tr -d '\n' || echo unknown") },
   }
   return m
 end

@@ -3,7 +3,8 @@
 -- call returns images or an error object, that the service never saw more
 -- requests for a call than the call says it attempted (no hidden resend of
 -- an unknown outcome), that no file descriptor leaks, and that RSS grows by
--- less than 10 % between request 100 and request 500.
+-- less than 10 % between request 100 and request 500. The calls run as jobs,
+-- 8 in flight at once (OMIXA_SOAK_CONCURRENCY).
 --
 --   lua5.4 spec/soak.lua            from the repository root, after `make`
 --   OMIXA_SOAK_SEED=123 ...         replay a run;  OMIXA_SOAK_N=200 ... fewer requests
@@ -21,6 +22,7 @@ local uv = require "luv"
 local cjson = require "cjson"
 
 local N = tonumber(os.getenv("OMIXA_SOAK_N")) or 500
+local CONCURRENCY = tonumber(os.getenv("OMIXA_SOAK_CONCURRENCY")) or 8
 local MARK = math.min(100, math.floor(N / 5)) -- RSS is compared between MARK and N
 local seed = tonumber(os.getenv("OMIXA_SOAK_SEED")) or (os.time() % 1000000)
 math.randomseed(seed)
@@ -106,8 +108,8 @@ local KINDS = { config = true, network = true, tls = true, timeout = true, api =
 
 settle()
 local fds_before = open_fds()
-local main = omixa.new{ base_url = srv.url }
-local small = omixa.new{ base_url = srv.url, max_response_bytes = 200000 }
+local main = omixa.new{ base_url = srv.url, concurrency = CONCURRENCY }
+local small = omixa.new{ base_url = srv.url, max_response_bytes = 200000, concurrency = CONCURRENCY }
 
 local failures = {}
 local function fail(msg)
@@ -119,22 +121,8 @@ local counts = { images = 0 }
 local attempts_of, fault_of = {}, {}
 local rss_mark
 local started = clock()
-for i = 1, N do
-  local faults, which, call_opts, fields = choose()
-  srv:faults(faults)
-  fault_of[i] = cjson.encode(faults)
-  local client = main
-  local fresh = false
-  if which == "small" then
-    client = small
-  elseif math.random() < 0.05 then
-    -- now and then a client of its own: closed, or dropped for the collector
-    client, fresh = omixa.new{ base_url = srv.url }, true
-  end
-  local request = { prompt = "soak " .. i, size = pick{ "0.5K", "1K" } }
-  for k, v in pairs(fields or {}) do request[k] = v end
-  local ok, images, info = pcall(client.generate, client, request, call_opts)
-  if fresh and math.random() < 0.5 then client:close() end
+
+local function record(i, ok, images, info)
   if not ok then
     fail(("call %d raised: %s"):format(i, tostring(images)))
   elseif type(images) == "table" then
@@ -149,7 +137,44 @@ for i = 1, N do
   else
     fail(("call %d returned neither images nor an error object: %s, %s"):format(i, tostring(images), tostring(info)))
   end
-  if i == MARK then
+end
+
+-- Batches of CONCURRENCY jobs in flight at once: their faults are queued
+-- together and taken by the requests in the order they reach the stand-in.
+local done_calls = 0
+while done_calls < N do
+  local batch, queue = {}, {}
+  for _ = 1, math.min(CONCURRENCY, N - done_calls) do
+    done_calls = done_calls + 1
+    local i = done_calls
+    local faults, which, call_opts, fields = choose()
+    for _, f in ipairs(faults) do queue[#queue + 1] = f end
+    fault_of[i] = cjson.encode(faults)
+    local client, fresh = main, false
+    if which == "small" then
+      client = small
+    elseif math.random() < 0.05 then
+      -- now and then a client of its own: closed, or dropped for the collector
+      client, fresh = omixa.new{ base_url = srv.url }, true
+    end
+    local request = { prompt = "soak " .. i, size = pick{ "0.5K", "1K" } }
+    for k, v in pairs(fields or {}) do request[k] = v end
+    batch[#batch + 1] = { i = i, client = client, fresh = fresh, request = request, call_opts = call_opts }
+  end
+  srv:faults(queue)
+  for _, b in ipairs(batch) do
+    local ok, job = pcall(b.client.start, b.client, b.request, b.call_opts)
+    if ok then b.job = job else b.raised = job end
+  end
+  for _, b in ipairs(batch) do
+    if b.job then
+      record(b.i, pcall(b.job.wait, b.job))
+    else
+      record(b.i, false, b.raised)
+    end
+    if b.fresh and math.random() < 0.5 then b.client:close() end
+  end
+  if not rss_mark and done_calls >= MARK then
     settle()
     rss_mark = rss_kib()
   end

@@ -17,6 +17,9 @@
  *   transfer:done() -> boolean
  *   transfer:cancel()                finishes it now as cancelled
  *   transfer:progress() -> phase, sent, send_total, received, receive_total
+ *   transfer:head() -> status, headers     once the header block is complete
+ *   transfer:take() -> bytes               the body received since the last
+ *                                    take (for streams read as they arrive)
  *   core.now(), core.sleep(s), core.curl_version()
  *
  * req = { url =, method = "GET"|"POST", headers = { "Name: value", ... },
@@ -85,7 +88,7 @@ typedef struct transfer {
     int req_ref, buf_ref, fn_ref, err_ref, res_ref, self_ref;
     omx_buf *body;
     omx_buf head;               /* raw header block of the last response */
-    size_t max_response;
+    size_t max_response, rx_total; /* rx_total: body bytes, taken or not */
     curl_off_t upload_total;
     const char *body_src;       /* the request body (anchored by req_ref) */
     size_t body_len, body_pos;
@@ -217,10 +220,11 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
     size_t len = size * n;
     omx_buf *b = t->body;
     t->last_rx_time = now_seconds();
-    if (t->max_response && b->len + len > t->max_response) {
+    if (t->max_response && t->rx_total + len > t->max_response) {
         t->abort = AB_TOO_LARGE;
         return 0;
     }
+    t->rx_total += len;
     if (b->cap == 0) {
         /* Pre-size from Content-Length, within the limit. */
         curl_off_t cl = -1;
@@ -944,6 +948,35 @@ static int transfer_result(lua_State *L)
     return 1;
 }
 
+/* head() -> status, headers once the response's header block is complete
+ * (nothing before): for a caller that reads the body as it arrives. */
+static int transfer_head(lua_State *L)
+{
+    transfer *t = check_transfer(L, 1);
+    long status = 0;
+    if (t->finished || t->easy == NULL || !t->headers_done)
+        return 0;
+    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+    lua_pushinteger(L, (lua_Integer)status);
+    push_headers(L, &t->head);
+    return 2;
+}
+
+/* take() -> the body bytes received since the last take, as a string; the
+ * transfer's buffer is emptied (max_response_bytes still counts them). */
+static int transfer_take(lua_State *L)
+{
+    transfer *t = check_transfer(L, 1);
+    omx_buf *b = t->body;
+    if (b == NULL || b->len == 0) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    lua_pushlstring(L, b->data, b->len);
+    b->len = 0;
+    return 1;
+}
+
 static int transfer_done(lua_State *L)
 {
     lua_pushboolean(L, check_transfer(L, 1)->finished);
@@ -1053,6 +1086,8 @@ void omx_transport_open(lua_State *L)
     };
     static const luaL_Reg transfer_methods[] = {
         {"result", transfer_result},
+        {"head", transfer_head},
+        {"take", transfer_take},
         {"done", transfer_done},
         {"cancel", transfer_cancel},
         {"progress", transfer_progress},

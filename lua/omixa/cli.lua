@@ -30,6 +30,8 @@ options:
       --json            print info as one JSON document
       --dry-run         print the request body (image data as byte counts)
                         and send nothing
+      --stream          ask for a stream of partial images (streaming models)
+      --partials DIR    with --stream, also keep each partial image in DIR
       --timeout SECONDS whole-attempt timeout
       --ca-file FILE    trust this CA bundle (e.g. the stand-in's)
   -h, --help            this text
@@ -83,7 +85,8 @@ local function parse(argv)
       o.sets[#o.sets + 1] = { k, v }
     elseif a == "--json" then o.json = true
     elseif a == "--dry-run" then o.dry_run = true
-    elseif a == "--stream" then error({ usage = "--stream is not available in this version yet" })
+    elseif a == "--stream" then o.stream = true
+    elseif a == "--partials" then o.partials = value(a); o.stream = true
     elseif a == "--timeout" then
       o.timeout = tonumber(value(a))
       if not o.timeout then error({ usage = "--timeout needs a number of seconds" }) end
@@ -113,7 +116,8 @@ end
 
 local EXT = { jpeg = "jpg", png = "png", webp = "webp", gif = "gif" }
 
-local function progress_printer(enabled)
+
+local function progress_printer(enabled, state)
   if not enabled then return nil, function() end end
   local start = os.time()
   local last = ""
@@ -127,7 +131,9 @@ local function progress_printer(enabled)
     else
       line = format("omixa: %s", p.phase)
     end
-    line = format("%s  %ds%s", line, os.time() - start, p.attempt > 1 and format(" (attempt %d)", p.attempt) or "")
+    line = format("%s  %ds%s%s", line, os.time() - start,
+      state.partials > 0 and format("  %d partial%s", state.partials, state.partials == 1 and "" or "s") or "",
+      p.attempt > 1 and format(" (attempt %d)", p.attempt) or "")
     if line ~= last then
       stderr:write("\r\027[K", line)
       stderr:flush()
@@ -155,10 +161,27 @@ local function generate(o)
     return EXIT.ok
   end
 
-  local show, clear = progress_printer(stderr_is_tty())
-  local res = { pcall(client.generate, client, request, { on_progress = show }) }
+  local state = { partials = 0 }
+  local show, clear = progress_printer(stderr_is_tty(), state)
+  local call_opts = { on_progress = show }
+  if o.stream then
+    call_opts.stream = true
+    call_opts.on_partial = function(bytes, index)
+      state.partials = state.partials + 1
+      if o.partials then
+        local s = omixa.sniff(bytes)
+        local path = format("%s/partial-%d.%s", o.partials, index, s and EXT[s.format] or "bin")
+        local saved, err = omixa.save(bytes, path)
+        if not saved then error({ cli_save_error = err }, 0) end
+      end
+    end
+  end
+  local res = { pcall(client.generate, client, request, call_opts) }
   clear()
   if not res[1] then
+    if type(res[2]) == "table" and res[2].cli_save_error then
+      return die(EXIT.other, "%s", (tostring(res[2].cli_save_error):gsub("^omixa: ", "")))
+    end
     local msg = tostring(res[2])
     if match(msg, "^omixa: ") or match(msg, ": omixa: ") then
       return die(EXIT.usage, "%s", (msg:gsub("^.-omixa: ", "")))

@@ -9,6 +9,7 @@ local response = require "omixa.response"
 local errors = require "omixa.errors"
 local models = require "omixa.models"
 local job = require "omixa.job"
+local stream = require "omixa.stream"
 
 local type, pairs, ipairs, tostring, error, setmetatable, getmetatable =
   type, pairs, ipairs, tostring, error, setmetatable, getmetatable
@@ -42,7 +43,6 @@ local CALL_OPTIONS = {
   max_retries = { "integer" }, retry_unknown = { "boolean" }, on_progress = { "function" },
   stream = { "boolean" }, on_partial = { "function" }, on_event = { "function" },
 }
-local CALL_NOT_YET = { stream = true, on_partial = true, on_event = true }
 
 local NON_NEGATIVE = { timeout = true, connect_timeout = true, idle_timeout = true, max_retries = true }
 local POSITIVE = { max_response_bytes = true, max_request_bytes = true, concurrency = true }
@@ -197,6 +197,8 @@ local function engine_of(self)
 end
 
 -- The key for this request: the option (called when a function), else nil.
+local request_n
+
 local function api_key(self)
   local k = secrets[self].key
   if type(k) == "function" then k = k() end
@@ -218,20 +220,29 @@ local function build(self, request, call_opts, level)
   check_open(self, level + 1)
   local co, err = check_options(call_opts, CALL_OPTIONS, "call option")
   if not co then error(err, level + 1) end
-  for k in pairs(co) do
-    if CALL_NOT_YET[k] then
-      error(format("omixa: call option '%s' is not available in omixa %s yet", k, VERSION), level + 1)
-    end
-  end
   local prepared
   prepared, err = schema.check(request, { model = self.model, strict = self.strict, image = images.resolve })
   if not prepared then error(err, level + 1) end
+  local streaming = co.stream == true or co.on_partial ~= nil or co.on_event ~= nil
+  if streaming then
+    if co.stream == false then
+      error("omixa: call options on_partial and on_event need a stream: drop stream = false", level + 1)
+    end
+    if prepared.spec and not prepared.spec.streaming then
+      local ids = {}
+      for id, m in pairs(models) do if m.streaming then ids[#ids + 1] = id end end
+      table.sort(ids)
+      error(format("omixa: model '%s' does not stream; stream, on_partial and on_event need one of %s",
+        prepared.model, concat(ids, ", ")), level + 1)
+    end
+    prepared.fields[#prepared.fields + 1] = { "stream", true }
+  end
   local body = wire.encode(prepared)
   if #body > self.max_request_bytes then
     error(format("omixa: the request body is %.1f MiB, over max_request_bytes (%.1f MiB) by %d bytes",
       #body / MiB, self.max_request_bytes / MiB, #body - self.max_request_bytes), level + 1)
   end
-  return prepared, body, co
+  return prepared, body, co, streaming
 end
 
 -- Request headers as "Name: value" lines; the user's extra headers replace
@@ -259,9 +270,17 @@ local function transfer_options(self, co, req)
   return req
 end
 
+-- How many images the request asks for (1 when it does not say).
+function request_n(prepared)
+  for _, f in ipairs(prepared.fields) do
+    if f[1] == "n" then return f[2] end
+  end
+  return 1
+end
+
 -- What a job needs to send this request (see omixa.job), or nil and the
 -- config error that refuses it before anything is sent.
-local function job_spec(self, prepared, body, co)
+local function job_spec(self, prepared, body, co, streaming)
   local host = url_host(self.base_url)
   local key, kerr = api_key(self)
   if kerr then return config_error(kerr) end
@@ -286,16 +305,19 @@ local function job_spec(self, prepared, body, co)
       if first then first = false; return key end
       return api_key(self)
     end,
-    header_lines = function(k) return header_lines(self, k, false) end,
+    header_lines = function(k) return header_lines(self, k, streaming) end,
+    stream = streaming,
+    n = request_n(prepared),
+    max_response_bytes = self.max_response_bytes,
     transfer_options = function(req) return transfer_options(self, co, req) end,
   }
 end
 
 -- client:start(request, call_opts) -> job, at once (misuse raises first).
 function Client:start(request, call_opts)
-  local prepared, body, co = build(self, request, call_opts, 2)
+  local prepared, body, co, streaming = build(self, request, call_opts, 2)
   local eng = engine_of(self)
-  local spec, err = job_spec(self, prepared, body, co)
+  local spec, err = job_spec(self, prepared, body, co, streaming)
   if not spec then return job.finished(eng, nil, err) end
   return job.start(eng, spec)
 end
@@ -323,14 +345,14 @@ function Client:generate_many(requests, call_opts)
   end
   local built = {}
   for i = 1, #requests do
-    local ok, prepared, body, co = pcall(build, self, requests[i], call_opts, 1)
+    local ok, prepared, body, co, streaming = pcall(build, self, requests[i], call_opts, 1)
     if not ok then error(format("omixa: request %d: %s", i, (tostring(prepared):gsub("^omixa: ", ""))), 2) end
-    built[i] = { prepared, body, co }
+    built[i] = { prepared, body, co, streaming }
   end
   local eng = engine_of(self)
   local jobs = {}
   for i, b in ipairs(built) do
-    local spec, err = job_spec(self, b[1], b[2], b[3])
+    local spec, err = job_spec(self, b[1], b[2], b[3], b[4])
     jobs[i] = spec and job.start(eng, spec) or job.finished(eng, nil, err)
   end
   local results = {}
@@ -342,19 +364,19 @@ function Client:generate_many(requests, call_opts)
 end
 
 function Client:generate(request, call_opts)
-  local prepared, body, co = build(self, request, call_opts, 2)
-  local spec, err = job_spec(self, prepared, body, co)
+  local prepared, body, co, streaming = build(self, request, call_opts, 2)
+  local spec, err = job_spec(self, prepared, body, co, streaming)
   if not spec then return nil, err end
   return job.start(engine_of(self), spec):wait()
 end
 
 -- Own transport: the request as plain data, and a parser for the answer.
 function Client:prepare(request, call_opts)
-  local _, body = build(self, request, call_opts, 2)
+  local _, body, _, streaming = build(self, request, call_opts, 2)
   local key, kerr = api_key(self)
   if kerr then return config_error(kerr) end
   local headers = {}
-  for _, line in ipairs(header_lines(self, key, false)) do
+  for _, line in ipairs(header_lines(self, key, streaming)) do
     local k, v = match(line, "^([^:]+): (.*)$")
     headers[k] = v
   end
@@ -394,6 +416,31 @@ end
 function M.dry_run(self, request)
   local prepared = build(self, request, nil, 2)
   return wire.encode(prepared, true)
+end
+
+-- client:stream_parser(call_opts) -> p: p:feed(chunk) -> true | nil, err;
+-- p:finish() -> images, info | nil, err. For a stream read by your own
+-- transport; on_partial and on_event run inside feed.
+function Client:stream_parser(call_opts)
+  check_open(self, 2)
+  local co, err = check_options(call_opts, CALL_OPTIONS, "call option")
+  if not co then error(err, 2) end
+  local s = stream.new(co, { model = self.model, max_bytes = self.max_response_bytes })
+  local p = {}
+  function p.feed(_, chunk)
+    local ok, fields = s:feed(chunk)
+    if ok then return true end
+    fields.attempts = 1
+    return nil, errors.new(fields)
+  end
+  function p.finish()
+    local imgs, info = s:finish()
+    info.attempts = 1
+    if imgs then return imgs, info end
+    return nil, errors.new(info)
+  end
+  function p.close() s:close() end
+  return p
 end
 
 M.Client = Client

@@ -15,6 +15,7 @@
 local core = require "omixa.core"
 local response = require "omixa.response"
 local errors = require "omixa.errors"
+local stream = require "omixa.stream"
 
 local type, ipairs, pairs, pcall, error, setmetatable, tostring =
   type, ipairs, pairs, pcall, error, setmetatable, tostring
@@ -42,6 +43,7 @@ function M.engine(opts)
     active = {},       -- job -> true: holding a slot
     nactive = 0,
     by_transfer = {},  -- transfer -> { job, what = "main"|"download", index = }
+    streaming = {},    -- job -> true: a stream read as it arrives
     pending_raise = nil,
     closed = false,
   }
@@ -86,6 +88,8 @@ local function finish(j, images, info_or_err)
   j.state = "done"
   j.images, j.info = images, info_or_err
   j.transfer = nil
+  j.eng.streaming[j] = nil
+  if j.sse then j.sse:close() end
   release_slot(j.eng, j)
 end
 
@@ -125,6 +129,65 @@ local function send_attempt(j)
   j.state = "sending"
   j.transfer = j.eng.multi:add(req)
   j.eng.by_transfer[j.transfer] = { job = j, what = "main" }
+  if spec.stream then
+    if j.sse then j.sse:close() end
+    j.sse, j.sse_checked = nil, false
+    j.eng.streaming[j] = true
+  end
+end
+
+-- ---- streams: read while they arrive ----
+
+local function new_stream(j, status, headers)
+  local spec = j.spec
+  return stream.new(spec.co, { model = spec.model, n = spec.n, max_bytes = spec.max_response_bytes,
+                               status = status, headers = headers })
+end
+
+-- Stop the running transfer of J now (its stream failed or a callback raised).
+local function abort_transfer(j)
+  local tr = j.transfer
+  if not tr then return end
+  j.eng.by_transfer[tr] = nil
+  j.transfer = nil
+  tr:cancel()
+  local _, terr = tr:result()
+  if terr and terr.body then terr.body:close() end
+end
+
+-- Feed CHUNK to J's stream, protected; false when the job ended on it.
+local function feed(j, chunk)
+  if chunk == "" then return true end
+  local ok, fed, fields = pcall(j.sse.feed, j.sse, chunk)
+  if not ok then
+    abort_transfer(j)
+    finish_raise(j, fed)
+    return false
+  end
+  if not fed then
+    abort_transfer(j)
+    fields.sent = true
+    fields.maybe_billed = fields.kind ~= "api"
+    finish_error(j, fields)
+    return false
+  end
+  return true
+end
+
+-- One round for a streaming job: once its headers say event-stream, hand
+-- what arrived to the stream (callbacks run here, inside drive).
+local function pump(j)
+  local tr = j.transfer
+  if not tr then return end
+  if not j.sse then
+    if j.sse_checked then return end
+    local status, headers = tr:head()
+    if not status then return end
+    j.sse_checked = true
+    if not stream.is_event_stream(status, headers) then return end -- parsed whole at the end
+    j.sse = new_stream(j, status, headers)
+  end
+  feed(j, tr:take())
 end
 
 local function start_downloads(j, images, info, pending)
@@ -173,6 +236,28 @@ local function on_main(j, tr)
         return finish_error(j, { kind = "cancelled", message = "cancelled by the progress callback",
                                  maybe_billed = true, status = res.status })
       end
+    end
+    local sse = j.sse
+    if spec.stream and not sse and stream.is_event_stream(res.status, res.headers) then
+      sse = new_stream(j, res.status, res.headers)
+      j.sse = sse
+    end
+    if sse then
+      local rest = body:string()
+      body:close()
+      if not feed(j, rest) then return end
+      local images, info = sse:finish()
+      if images then
+        info.attempts = j.attempt
+        info.elapsed = now() - j.started
+        return finish(j, images, info)
+      end
+      f = info
+      f.sent, f.status = true, f.status or res.status
+      f.maybe_billed = f.kind ~= "api"
+      f.attempts = j.attempt
+      f.retryable = f.maybe_billed
+      return finish_error(j, f)
     end
     local images, info, pending = response.parse(res.status, res.headers, body, { model = spec.model })
     body:close()
@@ -280,6 +365,9 @@ function M.drive(eng, timeout)
       if owner.what == "main" then on_main(owner.job, tr)
       else on_download(owner.job, tr, owner.index) end
     end
+  end
+  for j in pairs(eng.streaming) do
+    if j.state == "sending" then pump(j) end
   end
   local t, wake = now(), nil
   for j in pairs(eng.active) do

@@ -5,6 +5,7 @@
 #   make LUA=luajit           LuaJIT 2.1
 #   make test                 every spec on every Lua, valgrind, ASan, luacheck, luarocks, fuzzers
 #   make demo                 one image from the stand-in (or the service with OMIXA_API_KEY)
+#   make bench [QUICK=1]      omixa against curl and peers (bench/RESULTS.md, bench/results.svg)
 #   make asan / test-asan     a core with ASan + UBSan; every spec on Lua 5.4 against it
 #   make fuzz                 the libFuzzer targets fuzz/fuzz_*.c into build/fuzz/ (clang)
 #   make fuzz-run FUZZ_SECONDS=60   run each target that long on a copy of its corpus
@@ -47,7 +48,7 @@ BUILD    := build/$(TAG)
 OBJS     := $(SRCS:src/%.c=$(BUILD)/%.o)
 CORE     := $(BUILD)/omixa/core.so
 
-.PHONY: all core test demo install uninstall clean lint asan test-asan fuzz fuzz-run FORCE
+.PHONY: all core test demo bench install uninstall clean lint asan test-asan fuzz fuzz-run FORCE
 
 all: omixa/core.so
 
@@ -129,6 +130,13 @@ demo:
 	@sh .ci/deps demo
 	@$(MAKE) -s all
 	@sh examples/demo.sh
+
+# Not part of `make test`: about 6 minutes (QUICK=1: about 1) of both cores.
+bench:
+	@sh .ci/deps bench
+	@$(MAKE) -s LUA=lua5.4 LUA_VERSION=5.4 core
+	@$(MAKE) -s LUA=luajit core
+	@lua5.4 bench/run.lua $(if $(QUICK),--quick)
 
 lint:
 	luacheck lua spec bin examples

@@ -1,0 +1,91 @@
+-- bench/clients/omixa.lua — the omixa client of the bench (Lua 5.4 or LuaJIT).
+--
+--   lua omixa.lua BASE WORKLOAD K N BYTES INPUT VERIFY
+--
+-- Makes K requests (C8: K batches of 8 at concurrency 8) to BASE with one
+-- client, as a user would: omixa.new{base_url=...}:generate{...}; each
+-- answer's images are decoded to Lua strings and checked (count, size, PNG
+-- signature; with VERIFY, not "-", every byte against VERIFY-<i>.png).
+-- K = 0 loads everything and builds the client and the request but sends
+-- nothing: the runner subtracts that run. P prints the time of one
+-- job:poll() with 8 jobs in flight. C8 and P print "n/a (not built yet)"
+-- while omixa has no non-blocking jobs.
+local omixa = require "omixa"
+local core = require "omixa.core"
+
+local base, workload, K, N, BYTES, input = arg[1], arg[2], tonumber(arg[3]), tonumber(arg[4]), tonumber(arg[5]), arg[6]
+local verify = arg[7] ~= "-" and arg[7] or nil -- compare with <verify>-<i>.png
+
+local function expected(i)
+  local f = assert(io.open(verify .. "-" .. i .. ".png", "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function fail(msg)
+  io.stderr:write("omixa client: ", workload, ": ", tostring(msg), "\n")
+  os.exit(1)
+end
+
+local function check(images)
+  if type(images) ~= "table" or #images ~= N then fail("expected " .. N .. " images") end
+  for i = 1, N do
+    local img = images[i]
+    if #img ~= BYTES or img:sub(1, 4) ~= "\137PNG" then
+      fail("image " .. i .. " has " .. #img .. " bytes, expected a PNG of " .. BYTES)
+    end
+    if verify and img ~= expected(i) then fail("image " .. i .. " differs from " .. verify .. "-" .. i .. ".png") end
+  end
+end
+
+local client = omixa.new{ base_url = base, concurrency = 8, timeout = 60 }
+local request = { prompt = "a lighthouse at dusk, watercolor", n = N }
+if workload == "U" then request.input_images = { input } end
+
+if workload == "C8" then
+  if type(client.generate_many) ~= "function" then print("n/a (not built yet)") return end
+  local batch = {}
+  for i = 1, 8 do batch[i] = request end
+  for _ = 1, K do
+    local results = client:generate_many(batch)
+    for i = 1, 8 do
+      local r = results[i]
+      if not r or not r.images then fail(r and r.err or "no result") end
+      check(r.images)
+    end
+  end
+elseif workload == "P" then
+  if type(client.start) ~= "function" then print("n/a (not built yet)") return end
+  -- 8 jobs against the 500 ms delay; poll about once a millisecond (as a
+  -- game or editor loop would) and time each poll while none has finished.
+  local jobs = {}
+  for i = 1, 8 do jobs[i] = client:start(request) end
+  local times, n = {}, 0
+  local running = true
+  while running do
+    local t0 = core.now()
+    jobs[1]:poll()
+    local dt = core.now() - t0
+    for i = 1, 8 do
+      if jobs[i]:done() then running = false end
+    end
+    if running then n = n + 1; times[n] = dt end
+    core.sleep(0.001)
+  end
+  for i = 1, 8 do
+    local images, err = jobs[i]:wait()
+    if not images then fail(err) end
+    check(images)
+  end
+  if n == 0 then fail("no poll while 8 jobs were in flight") end
+  table.sort(times)
+  print(string.format("poll_ms %.6f %.6f %d", times[math.floor((n + 1) / 2)] * 1000, times[n] * 1000, n))
+else
+  for _ = 1, K do
+    local images, info = client:generate(request)
+    if not images then fail(info) end
+    check(images)
+  end
+end
+client:close()

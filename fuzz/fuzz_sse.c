@@ -14,7 +14,7 @@
  *     -D_POSIX_C_SOURCE=200809L -Isrc $(pkg-config --cflags lua5.4) \
  *     fuzz/fuzz_sse.c src/sse.c src/json.c src/base64.c src/buffer.c src/compat.c \
  *     -llua5.4 -o build/fuzz_sse
- *   mkdir -p build/fuzz-sse-corpus && build/fuzz_sse -max_total_time=60 build/fuzz-sse-corpus fuzz/seeds/sse
+ *   mkdir -p build/fuzz-sse-corpus && build/fuzz_sse -max_total_time=60 build/fuzz-sse-corpus fuzz/corpus/fuzz_sse
  * (liblua is linked only because those files also hold their Lua bindings;
  * nothing here calls Lua.) */
 #include <limits.h>

@@ -176,6 +176,26 @@ describe("max_spend, through the client", function()
     c:close()
   end)
 
+  it("omixa --budget refuses before sending (exit 5) and rejects a bad amount (exit 2)", function()
+    local dir = helpers.tmpdir()
+    local cli = helpers.quote(helpers.interpreter) .. " " .. helpers.quote(helpers.root .. "/bin/omixa")
+    local function run(args)
+      return helpers.run(string.format("cd %s && OMIXA_BASE_URL=%s %s %s", helpers.quote(dir),
+        helpers.quote(srv.url), cli, args))
+    end
+    local _, code, out, err = run("fox -n 2 -o f.png --budget 0.05")
+    assert.equal(5, code)
+    assert.equal("", out)
+    assert.matches("budget exceeded: this request is estimated at 0%.080000 USD", err)
+    assert.same({}, srv:requests())
+    _, code, out = run("fox -o f.png --budget 0.05")
+    assert.equal(0, code)
+    assert.equal("f.png\n", out)
+    _, code, _, err = run("fox -o f.png --budget lots")
+    assert.equal(2, code)
+    assert.matches("max_spend", err)
+  end)
+
   it("refuses a bad max_spend when the client is made", function()
     assert.has_error(function() omixa.new{ max_spend = "ten" } end,
       'omixa: option \'max_spend\': "ten" is not a decimal amount such as "0.040000"')

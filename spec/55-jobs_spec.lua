@@ -31,6 +31,24 @@ describe("jobs", function()
     assert.is_true(job:done())
   end)
 
+  it("never holds the API key where inspecting the job would show it", function()
+    local key = "omx_live_JOBSECRET123"
+    local c = omixa.new{ base_url = srv.url, api_key = key }
+    local job = c:start{ prompt = "secret" }
+    local seen = {}
+    local function walk(v, depth)
+      if depth > 6 or seen[v] then return end
+      if type(v) == "string" then assert.is_nil(v:find(key, 1, true), "the key is reachable from the job") end
+      if type(v) ~= "table" then return end
+      seen[v] = true
+      for k, x in pairs(v) do walk(k, depth + 1); walk(x, depth + 1) end
+    end
+    walk(job, 0)
+    assert.is_table((job:wait()))
+    walk(job, 0)
+    c:close()
+  end)
+
   it("wait(t) returns nothing when t passes first, and the job runs on", function()
     srv:faults{ { delay = 0.6 } }
     local job = client:start{ prompt = "slow" }

@@ -30,6 +30,10 @@ local M = {}
 local MAX_RETRY_AFTER = 60
 local EXCERPT = 2048
 
+-- Each job's API key lives here, not in the job table, so that printing or
+-- inspecting a job (vim.inspect, serpent, ...) can never show it.
+local keys = setmetatable({}, { __mode = "k" })
+
 local Job = {}
 Job.__index = Job
 Job.__name = "omixa.job"
@@ -145,7 +149,7 @@ end
 
 local function finish_error(j, f)
   f.attempts = f.attempts or j.attempt
-  f.secrets = { j.key }
+  f.secrets = { keys[j] }
   finish(j, nil, errors.new(f))
 end
 
@@ -153,7 +157,7 @@ end
 local function finish_raise(j, err)
   j.raise = err
   finish(j, nil, errors.new{ kind = "cancelled", message = "a callback raised an error: " .. tostring(err),
-                             attempts = j.attempt, secrets = { j.key } })
+                             attempts = j.attempt, secrets = { keys[j] } })
   if j.eng.pending_raise == nil then j.eng.pending_raise = { err } end
 end
 
@@ -165,7 +169,7 @@ local function send_attempt(j)
   local ok, key, kerr = pcall(spec.api_key)
   if not ok then return finish_raise(j, key) end
   if kerr then return finish_error(j, { kind = "config", message = kerr, attempts = j.attempt - 1 }) end
-  j.key = key
+  keys[j] = key
   local method = spec.method or "POST"
   local req = spec.transfer_options{
     url = spec.url, method = method, body = spec.body,
@@ -261,7 +265,7 @@ local function start_downloads(j, images, info, pending)
     -- The key and the signature go only to the service's own origin, and
     -- never in clear text where the client would not send them.
     if origin(url) == origin(spec.url) then
-      if j.key then hdrs[1] = "Authorization: Bearer " .. j.key end
+      if keys[j] then hdrs[1] = "Authorization: Bearer " .. keys[j] end
       add_extra_headers(spec, hdrs, "GET", url, "")
     end
     local t = j.eng.multi:add(spec.transfer_options{ url = url, method = "GET", headers = hdrs })
@@ -485,7 +489,8 @@ end
 -- A job that only downloads url-only items of a parsed response.
 function M.downloads(eng, spec, images, info, pending)
   local j = setmetatable({ eng = eng, spec = spec, attempt = 1, state = "downloading", finished = false }, Job)
-  j.started, j.key = now(), spec.key
+  j.started = now()
+  keys[j], spec.key = spec.key, nil
   eng.active[j] = true
   eng.nactive = eng.nactive + 1
   start_downloads(j, images, info, pending)

@@ -29,8 +29,7 @@ describe("proxy", function()
                            allow_http = true, max_retries = 0 }
       local images, err = c:generate{ prompt = "env proxy" }
       io.write(images and "ok" or tostring(err))
-    ]], (os.getenv("OMIXA_BUILD") and os.getenv("OMIXA_BUILD") ~= "" and
-          (helpers.root .. "/" .. os.getenv("OMIXA_BUILD")) or helpers.root) .. "/?.so;"))
+    ]], helpers.core_dir() .. "/?.so;"))
     local ok, _, out, err = helpers.run("http_proxy=" .. helpers.quote(srv.origin) .. " " .. script)
     assert.is_true(ok, err)
     assert.equal("ok", out)

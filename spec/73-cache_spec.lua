@@ -182,8 +182,7 @@ describe("a cache", function()
 
   it("keeps two processes racing on one key from leaving anything but one valid entry", function()
     local key = c:key(PATH, BODY)
-    local build = os.getenv("OMIXA_BUILD")
-    build = (build and build ~= "") and (helpers.root .. "/" .. build) or helpers.root
+    local build = helpers.core_dir()
     -- Each worker writes its own image (different sizes, so a torn read
     -- would show) and reads back after every write: any read must be one
     -- of the two complete entries.

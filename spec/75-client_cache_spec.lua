@@ -229,8 +229,7 @@ describe("the cache, through the client", function()
       local _, b = c:generate{ prompt = "env" }
       print(tostring(a.cached) .. " " .. tostring(b.cached))
     ]]
-    local build = os.getenv("OMIXA_BUILD")
-    build = (build and build ~= "") and (helpers.root .. "/" .. build) or helpers.root
+    local build = helpers.core_dir()
     local ok, _, out, err = helpers.run("OMIXA_CACHE_DIR=" .. q(env_dir) .. " LUA_CPATH=" .. q(build .. "/?.so;;")
       .. " " .. helpers.lua_cmd(code:format(srv.url)))
     assert(ok, err)

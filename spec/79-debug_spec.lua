@@ -117,8 +117,7 @@ describe("the debug log", function()
   end)
 
   it("is off by default, and debug = false wins over OMIXA_DEBUG", function()
-    local build = os.getenv("OMIXA_BUILD")
-    build = (build and build ~= "") and (helpers.root .. "/" .. build) or helpers.root
+    local build = helpers.core_dir()
     local code = [[
       local c = require("omixa").new{ base_url = %q, api_key = %q, signing_secret = %q, debug = %s }
       assert(c:generate{ prompt = "quiet" })

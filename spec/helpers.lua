@@ -26,6 +26,7 @@
 --   helpers.lua_cmd(code)       shell words running Lua CODE with this
 --                               interpreter and the tree's lua/ on package.path
 --   helpers.root, helpers.interpreter
+--   helpers.core_dir()          the directory of the omixa/core.so in use
 --
 -- No nginx outlives a run: stop servers in teardown; any left are stopped
 -- when the helpers are collected at exit, and each stand-in also watches
@@ -106,6 +107,15 @@ local function find_interpreter()
   return "lua" .. _VERSION:match("%d+%.%d+")
 end
 helpers.interpreter = find_interpreter()
+
+-- The directory whose omixa/core.so this run uses: OMIXA_BUILD (absolute, or
+-- relative to the repository) when set, else the repository's own.
+function helpers.core_dir()
+  local build = os.getenv("OMIXA_BUILD")
+  if not build or build == "" then return helpers.root end
+  if build:sub(1, 1) == "/" then return build end
+  return helpers.root .. "/" .. build
+end
 
 -- Shell words that run CODE with the tree's lua/ first on package.path.
 function helpers.lua_cmd(code)

@@ -53,6 +53,52 @@ static void check_decode(const unsigned char *data, size_t size, int json)
     free(ref);
 }
 
+/* The same input through a stream, fed in pieces whose sizes come from the
+ * input itself: output and error must equal the one-call decoder's. */
+static void check_stream(const unsigned char *data, size_t size, int json)
+{
+    size_t max = omx_b64_decoded_max(size), len = 0, olen = 0, pos = 0;
+    size_t cap = omx_b64_stream_room(size) + 3;
+    unsigned char *one = (unsigned char *)ref_alloc(max);
+    unsigned char *out = (unsigned char *)ref_alloc(cap);
+    omx_b64_error err, serr;
+    omx_b64_stream st;
+    unsigned seed = (unsigned)size * 2654435761u;
+    int rc, src = OMX_B64_OK;
+
+    rc = json ? omx_b64_decode_json((const char *)data, size, one, &len, &err)
+              : omx_b64_decode((const char *)data, size, one, &len, &err);
+    omx_b64_stream_init(&st, json ? OMX_B64_JSON : 0, 0);
+    while (pos < size && src == OMX_B64_OK) {
+        size_t piece, got = 0, used = 0;
+        seed = seed * 1103515245u + 12345u;
+        piece = 1 + (seed >> 16) % 13;
+        if (piece > size - pos)
+            piece = size - pos;
+        CHECK(olen + omx_b64_stream_room(piece) <= cap);
+        src = omx_b64_stream_feed(&st, (const char *)data + pos, piece, out + olen, &got, &used, &serr);
+        if (src == OMX_B64_OK)
+            CHECK(used == piece);
+        olen += got;
+        pos += piece;
+    }
+    if (src == OMX_B64_OK) {
+        size_t got = 0;
+        src = omx_b64_stream_finish(&st, out + olen, &got, &serr);
+        olen += got;
+    }
+    CHECK(src == rc);
+    if (rc == OMX_B64_OK) {
+        CHECK(olen == len && memcmp(out, one, len) == 0);
+    } else {
+        CHECK(serr.code == err.code && serr.offset == err.offset);
+        CHECK(serr.ch == err.ch && serr.escaped == err.escaped);
+        CHECK(serr.after == err.after);
+    }
+    free(one);
+    free(out);
+}
+
 static int is_std_digit(char c)
 {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
@@ -116,6 +162,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     check_decode(data, size, 0);
     check_decode(data, size, 1);
+    check_stream(data, size, 0);
+    check_stream(data, size, 1);
     check_round_trip(data, size);
     return 0;
 }

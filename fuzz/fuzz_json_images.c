@@ -339,14 +339,22 @@ static int sink_fails(sink *k)
     return ++k->calls == k->fail_at;
 }
 
-static unsigned char *sink_room(void *ud, size_t max)
+static unsigned char *sink_room(void *ud, size_t index, size_t have, size_t need)
 {
     sink *k = (sink *)ud;
-    CHECK(k->room == NULL); /* each room is used by one image before the next */
+    unsigned char *room;
+    CHECK(index == k->images.n + 1);
+    CHECK(k->room != NULL ? have <= k->room_size : have == 0);
+    CHECK(need >= have);
     if (sink_fails(k))
         return NULL;
-    k->room = (unsigned char *)ref_alloc(max);
-    k->room_size = max;
+    /* an exact-size block each time, the decoded bytes copied over */
+    room = (unsigned char *)ref_alloc(need);
+    if (have > 0)
+        memcpy(room, k->room, have);
+    free(k->room);
+    k->room = room;
+    k->room_size = need;
     return k->room;
 }
 
@@ -364,8 +372,6 @@ static int sink_image(void *ud, size_t index, size_t len)
 static int sink_rest(void *ud, const char *p, size_t n)
 {
     sink *k = (sink *)ud;
-    /* only once an image has been found (decoded, maybe not yet reported) */
-    CHECK(k->room != NULL || k->images.n >= 1);
     if (sink_fails(k))
         return 1;
     if (k->rest_len + n > k->rest_cap) {
@@ -380,16 +386,39 @@ static int sink_rest(void *ud, const char *p, size_t n)
     return 0;
 }
 
-static int scan(const unsigned char *data, size_t size, sink *k, omx_json_error *err)
+/* One call (SEED 0), or fed in pieces of 1 to SEED % 61 bytes. */
+static int scan_pieces(const unsigned char *data, size_t size, sink *k,
+                       omx_json_error *err, unsigned seed)
 {
     omx_json_images_ops ops;
+    omx_json_scan S;
+    size_t pos = 0;
     int rc;
     ops.ud = k;
     ops.image_room = sink_room;
     ops.image = sink_image;
     ops.rest = sink_rest;
     memset(err, 0xAB, sizeof *err);
-    rc = omx_json_decode_images((const char *)data, size, &ops, err);
+    if (seed == 0) {
+        rc = omx_json_decode_images((const char *)data, size, &ops, err);
+    } else {
+        unsigned max = 1 + seed % 61;
+        omx_json_scan_init(&S, 0, &ops);
+        rc = OMX_JSON_OK;
+        while (pos < size && rc == OMX_JSON_OK) {
+            size_t piece;
+            seed = seed * 1103515245u + 12345u;
+            piece = 1 + (seed >> 16) % max;
+            if (piece > size - pos)
+                piece = size - pos;
+            rc = omx_json_scan_feed(&S, (const char *)data + pos, piece);
+            pos += piece;
+        }
+        if (rc == OMX_JSON_OK)
+            rc = omx_json_scan_finish(&S);
+        CHECK(omx_json_scan_finish(&S) == rc); /* errors stay */
+        *err = S.err;
+    }
     CHECK(err->code == rc);
     if (rc != OMX_JSON_OK) {
         CHECK(memchr(err->message, '\0', sizeof err->message) != NULL);
@@ -399,6 +428,11 @@ static int scan(const unsigned char *data, size_t size, sink *k, omx_json_error 
     free(k->room); /* a room given just before an error */
     k->room = NULL;
     return rc;
+}
+
+static int scan(const unsigned char *data, size_t size, sink *k, omx_json_error *err)
+{
+    return scan_pieces(data, size, k, err, 0);
 }
 
 static void sink_free(sink *k)
@@ -451,7 +485,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             CHECK(memcmp(k.images.v[i].bytes, R.images.v[i].bytes, R.images.v[i].len) == 0);
         }
         if (R.images.n == 0) {
-            CHECK(k.rest_len == 0 && k.calls == 0);
+            CHECK(k.rest_len == size && memcmp(k.rest, data, size) == 0);
         } else {
             size_t len;
             char *want = expected_rest(data, size, &R.images, &len);
@@ -463,8 +497,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             /* the rest is JSON again, with numbers where the images were */
             memset(&again, 0, sizeof again);
             CHECK(scan((const unsigned char *)k.rest, k.rest_len, &again, &err2) == OMX_JSON_OK);
-            CHECK(again.calls == 0);
+            CHECK(again.images.n == 0);
             sink_free(&again);
+        }
+    }
+    /* Fed in pieces, even one byte at a time: the same outcome. */
+    {
+        unsigned seeds[2];
+        int t;
+        seeds[0] = 1; /* max 2 */
+        seeds[1] = (unsigned)(size * 2654435761u) | 1u;
+        for (t = 0; t < 2; t++) {
+            sink p;
+            omx_json_error perr;
+            memset(&p, 0, sizeof p);
+            CHECK(scan_pieces(data, size, &p, &perr, seeds[t]) == rc);
+            CHECK(perr.code == err.code && perr.offset == err.offset);
+            CHECK(strcmp(perr.message, err.message) == 0);
+            if (rc == OMX_JSON_EBASE64)
+                CHECK(perr.index == err.index);
+            if (rc == OMX_JSON_OK) {
+                CHECK(p.images.n == k.images.n);
+                for (i = 0; i < k.images.n; i++) {
+                    CHECK(p.images.v[i].len == k.images.v[i].len);
+                    CHECK(memcmp(p.images.v[i].bytes, k.images.v[i].bytes, k.images.v[i].len) == 0);
+                }
+                CHECK(p.rest_len == k.rest_len && memcmp(p.rest, k.rest, k.rest_len) == 0);
+            }
+            sink_free(&p);
         }
     }
     calls = k.calls;

@@ -84,13 +84,19 @@ typedef struct one_image {
     unsigned long calls;
 } one_image;
 
-static unsigned char *room(void *ud, size_t max)
+static unsigned char *room(void *ud, size_t index, size_t have, size_t need)
 {
     one_image *c = (one_image *)ud;
+    unsigned char *r;
     c->calls++;
-    CHECK(c->room == NULL);
-    c->room = (unsigned char *)ref_alloc(max);
-    c->room_size = max;
+    CHECK(index == 1 && have <= need);
+    CHECK(c->room != NULL ? have <= c->room_size : have == 0);
+    r = (unsigned char *)ref_alloc(need);
+    if (have > 0)
+        memcpy(r, c->room, have);
+    free(c->room);
+    c->room = r;
+    c->room_size = need;
     return c->room;
 }
 
@@ -144,7 +150,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(omx_json_quote((const char *)data, size, q) == qlen);
     CHECK(ref_quote(data, size, want) == qlen);
     CHECK(memcmp(q, want, qlen) == 0);
-    CHECK(scan(q, qlen, &c, &err) == OMX_JSON_OK && c.calls == 0);
+    CHECK(scan(q, qlen, &c, &err) == OMX_JSON_OK && c.images == 0);
+    free(c.room);
 
     /* the literal as an image string decodes like the raw bytes */
     dlen = sizeof head - 1 + qlen + sizeof tail - 1;

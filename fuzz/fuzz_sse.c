@@ -76,12 +76,15 @@ typedef struct scan_ud {
     size_t rest;
 } scan_ud;
 
-static unsigned char *scan_room(void *ud, size_t max)
+static unsigned char *scan_room(void *ud, size_t index, size_t have, size_t need)
 {
     scan_ud *u = (scan_ud *)ud;
-    free(u->room);
-    u->room = (unsigned char *)malloc(max + 1);
-    return u->room;
+    unsigned char *r = (unsigned char *)realloc(u->room, need + 1);
+    (void)index;
+    (void)have; /* realloc keeps them */
+    if (r != NULL)
+        u->room = r;
+    return r;
 }
 
 static int scan_image(void *ud, size_t index, size_t len)

@@ -101,27 +101,169 @@ static int hexval(int c)
     return -1;
 }
 
-static int b64_fail(omx_b64_error *err, int code, const unsigned char *s,
-                    const unsigned char *at, unsigned long ch, int escaped)
+static int b64_fail(omx_b64_error *err, int code, size_t at,
+                    unsigned long ch, int escaped)
 {
     err->code = code;
-    err->offset = (size_t)(at - s);
+    err->offset = at;
     err->ch = ch;
     err->escaped = escaped;
+    err->after = 0;
     return code;
+}
+
+/* The JSON escape of AVAIL bytes at P (a backslash): 1 with its code unit
+ * in *CH and its length in *LEN; 0 when it is invalid; -1 when it needs
+ * more bytes than AVAIL to tell. */
+static int json_escape(const unsigned char *p, size_t avail,
+                       unsigned long *ch, size_t *len)
+{
+    size_t k;
+    if (avail < 2)
+        return -1;
+    *len = 2;
+    switch (p[1]) {
+    case '"': case '\\': case '/': *ch = p[1]; return 1;
+    case 'b': *ch = '\b'; return 1;
+    case 'f': *ch = '\f'; return 1;
+    case 'n': *ch = '\n'; return 1;
+    case 'r': *ch = '\r'; return 1;
+    case 't': *ch = '\t'; return 1;
+    case 'u':
+        *ch = 0;
+        for (k = 2; k < 6; k++) {
+            int h;
+            if (k >= avail)
+                return -1;
+            if ((h = hexval(p[k])) < 0)
+                return 0;
+            *ch = *ch << 4 | (unsigned long)h;
+        }
+        *len = 6;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int esc_fail(omx_b64_error *err, size_t at, const unsigned char *esc,
+                    size_t avail)
+{
+    b64_fail(err, OMX_B64_EJSONESC, at, '\\', 0);
+    err->after = avail >= 2 ? esc[1] : 0;
+    return OMX_B64_EJSONESC;
+}
+
+/* The class of an escaped code unit: anything but a digit, '=' or
+ * whitespace is just a bad character. */
+static unsigned escaped_class(unsigned long ch)
+{
+    unsigned v = ch < 256 ? b64_class[ch] : B64_BAD;
+    return v == B64_ESC || v == B64_CTL ? B64_BAD : v;
+}
+
+/* One character of class V (the code unit CH, from the byte RAW at offset
+ * AT) into the stream's group; the group's bytes go to *O when complete. */
+static int b64_put(omx_b64_stream *st, unsigned v, unsigned long ch,
+                   unsigned char raw, size_t at, int escaped,
+                   unsigned char **o, omx_b64_error *err)
+{
+    if (v < 64) {
+        if (st->pad)
+            return b64_fail(err, OMX_B64_EAFTERPAD, at, ch, escaped);
+        if (st->nq == 0) {
+            st->qstart = at;
+            st->qch = raw;
+        }
+        st->acc = st->acc << 6 | v;
+        if (++st->nq == 4) {
+            unsigned char *d = *o;
+            d[0] = (unsigned char)(st->acc >> 16);
+            d[1] = (unsigned char)(st->acc >> 8);
+            d[2] = (unsigned char)st->acc;
+            *o = d + 3;
+            st->nq = 0;
+            st->acc = 0;
+        }
+    } else if (v == B64_PAD) {
+        if (st->nq < 2)
+            return b64_fail(err, OMX_B64_EPADPOS, at, ch, escaped);
+        if (st->pad == 0)
+            st->padstart = at;
+        if (st->nq + ++st->pad > 4)
+            return b64_fail(err, OMX_B64_EPADMORE, at, ch, escaped);
+    } else if (v != B64_WS) {
+        return b64_fail(err, OMX_B64_EBADCHAR, at, ch, escaped);
+    }
+    /* After padding, nq stays 2 or 3, so the hot loop stays off. */
+    return OMX_B64_OK;
+}
+
+void omx_b64_stream_init(omx_b64_stream *st, unsigned flags, size_t pos)
+{
+    memset(st, 0, sizeof *st);
+    st->flags = flags;
+    st->pos = pos;
+}
+
+/* Past an error with QUOTE_ENDS: on to the raw quote that ends the string
+ * (a backslash takes the next byte with it). Returns where it stopped. */
+static const unsigned char *skip_to_quote(omx_b64_stream *st,
+                                          const unsigned char *p,
+                                          const unsigned char *e)
+{
+    if (st->skip_next && p < e) {
+        st->skip_next = 0;
+        p++;
+    }
+    while (p < e && *p != '"') {
+        if (*p++ == '\\') {
+            if (p == e) {
+                st->skip_next = 1;
+                break;
+            }
+            p++;
+        }
+    }
+    return p;
 }
 
 /* The decoder, for plain text (JSON = 0) or JSON string contents (1); each
  * public function instantiates it with a constant so the test folds away. */
-B64_INLINE int b64_decode_core(const unsigned char *s, size_t n,
-                               unsigned char *out, size_t *outlen,
-                               omx_b64_error *err, int json)
+B64_INLINE int b64_feed_core(omx_b64_stream *st, const unsigned char *s,
+                             size_t n, unsigned char *out, size_t *outlen,
+                             size_t *used, omx_b64_error *err, int json)
 {
     const unsigned char *p = s, *const e = s + n;
-    const unsigned char *qstart = s, *padstart = s;
+    const size_t base = st->pos;
     unsigned char *o = out;
-    uint32_t acc = 0;
-    unsigned nq = 0, pad = 0;
+    int rc = OMX_B64_OK, quote_ends = json && (st->flags & OMX_B64_QUOTE_ENDS);
+
+    if (quote_ends && st->kept.code != OMX_B64_OK) {
+        p = skip_to_quote(st, p, e);
+        goto done;
+    }
+    if (json && st->nesc > 0) {
+        /* Finish the escape the last feed ended in. */
+        unsigned long ch = 0;
+        size_t len = 0, at = st->esc_at;
+        unsigned carried = st->nesc;
+        int r;
+        while ((r = json_escape(st->esc, st->nesc, &ch, &len)) < 0 && p < e)
+            st->esc[st->nesc++] = *p++;
+        if (r < 0)
+            goto done;
+        if (r == 0) {
+            rc = esc_fail(err, at, st->esc, st->nesc);
+            /* on past the escape's first two bytes */
+            p = carried == 1 ? s + 1 : s;
+            st->nesc = 0;
+            goto failed;
+        }
+        st->nesc = 0;
+        if ((rc = b64_put(st, escaped_class(ch), ch, '\\', at, 1, &o, err)) != OMX_B64_OK)
+            goto failed;
+    }
 
     for (;;) {
         const unsigned char *at;
@@ -129,7 +271,7 @@ B64_INLINE int b64_decode_core(const unsigned char *s, size_t n,
         unsigned v;
         int escaped = 0;
 
-        if (nq == 0) {
+        if (st->nq == 0) {
             /* The hot loop: whole groups of clean digits. */
             while (e - p >= 8) {
                 uint32_t a0 = b64_class[p[0]], a1 = b64_class[p[1]],
@@ -174,92 +316,119 @@ B64_INLINE int b64_decode_core(const unsigned char *s, size_t n,
         if (v < 64) {
             p++;
         } else if (json && v == B64_ESC) {
-            if (e - p < 2)
-                return b64_fail(err, OMX_B64_EJSONESC, s, at, ch, 0);
-            switch (p[1]) {
-            case '"': case '\\': case '/': ch = p[1]; break;
-            case 'b': ch = '\b'; break;
-            case 'f': ch = '\f'; break;
-            case 'n': ch = '\n'; break;
-            case 'r': ch = '\r'; break;
-            case 't': ch = '\t'; break;
-            case 'u': {
-                int h0, h1, h2, h3;
-                if (e - p < 6 || (h0 = hexval(p[2])) < 0 || (h1 = hexval(p[3])) < 0
-                    || (h2 = hexval(p[4])) < 0 || (h3 = hexval(p[5])) < 0)
-                    return b64_fail(err, OMX_B64_EJSONESC, s, at, ch, 0);
-                ch = (unsigned long)(h0 << 12 | h1 << 8 | h2 << 4 | h3);
-                p += 4;
+            size_t len = 0;
+            int r = json_escape(p, (size_t)(e - p), &ch, &len);
+            if (r < 0) {
+                /* the feed ends inside the escape: keep its bytes */
+                st->esc_at = base + (size_t)(p - s);
+                st->nesc = (unsigned)(e - p);
+                memcpy(st->esc, p, st->nesc);
+                p = e;
                 break;
             }
-            default:
-                return b64_fail(err, OMX_B64_EJSONESC, s, at, ch, 0);
+            if (r == 0) {
+                rc = esc_fail(err, base + (size_t)(p - s), p, (size_t)(e - p));
+                p += 2;
+                goto failed;
             }
-            p += 2;
+            p += len;
             escaped = 1;
-            v = ch < 256 ? b64_class[ch] : B64_BAD;
-            if (v == B64_ESC || v == B64_CTL)
-                v = B64_BAD;
+            v = escaped_class(ch);
         } else {
+            if (quote_ends && ch == '"')
+                break;
             p++;
-            if (json && (v == B64_CTL || ch == '"' || (v == B64_WS && ch != ' ')))
-                return b64_fail(err, OMX_B64_EJSONCHAR, s, at, ch, 0);
+            if (json && (v == B64_CTL || ch == '"' || (v == B64_WS && ch != ' '))) {
+                rc = b64_fail(err, OMX_B64_EJSONCHAR, base + (size_t)(at - s), ch, 0);
+                goto failed;
+            }
             if (v == B64_ESC || v == B64_CTL)
                 v = B64_BAD;
         }
-
-        if (v < 64) {
-            if (pad)
-                return b64_fail(err, OMX_B64_EAFTERPAD, s, at, ch, escaped);
-            if (nq == 0)
-                qstart = at;
-            acc = acc << 6 | v;
-            if (++nq == 4) {
-                o[0] = (unsigned char)(acc >> 16);
-                o[1] = (unsigned char)(acc >> 8);
-                o[2] = (unsigned char)acc;
-                o += 3;
-                nq = 0;
-                acc = 0;
-            }
-        } else if (v == B64_PAD) {
-            if (nq < 2)
-                return b64_fail(err, OMX_B64_EPADPOS, s, at, ch, escaped);
-            if (pad == 0)
-                padstart = at;
-            if (nq + ++pad > 4)
-                return b64_fail(err, OMX_B64_EPADMORE, s, at, ch, escaped);
-        } else if (v != B64_WS) {
-            return b64_fail(err, OMX_B64_EBADCHAR, s, at, ch, escaped);
-        }
-        /* After padding, nq stays 2 or 3, so the hot loop stays off. */
+        rc = b64_put(st, v, ch, *at, base + (size_t)(at - s), escaped, &o, err);
+        if (rc != OMX_B64_OK)
+            goto failed;
     }
-
-    if (nq == 1)
-        return b64_fail(err, OMX_B64_ETRUNC, s, qstart, *qstart, 0);
-    if (pad && nq + pad != 4)
-        return b64_fail(err, OMX_B64_EPADSHORT, s, padstart, '=', 0);
-    if (nq == 2) {
-        *o++ = (unsigned char)(acc >> 4);
-    } else if (nq == 3) {
-        *o++ = (unsigned char)(acc >> 10);
-        *o++ = (unsigned char)(acc >> 2);
-    }
+done:
     *outlen = (size_t)(o - out);
+    *used = (size_t)(p - s);
+    st->pos = base + *used;
     err->code = OMX_B64_OK;
     return OMX_B64_OK;
+
+failed:
+    if (!quote_ends) {
+        *outlen = (size_t)(o - out);
+        *used = (size_t)(p - s);
+        return rc;
+    }
+    /* Keep the error for finish; find the end of the string. */
+    st->kept = *err;
+    p = skip_to_quote(st, p, e);
+    goto done;
+}
+
+int omx_b64_stream_feed(omx_b64_stream *st, const char *src, size_t n,
+                        unsigned char *dst, size_t *outlen, size_t *used,
+                        omx_b64_error *err)
+{
+    if (st->flags & OMX_B64_JSON)
+        return b64_feed_core(st, (const unsigned char *)src, n, dst, outlen, used, err, 1);
+    return b64_feed_core(st, (const unsigned char *)src, n, dst, outlen, used, err, 0);
+}
+
+int omx_b64_stream_finish(omx_b64_stream *st, unsigned char *dst,
+                          size_t *outlen, omx_b64_error *err)
+{
+    unsigned char *o = dst;
+    *outlen = 0;
+    if (st->kept.code != OMX_B64_OK) {
+        *err = st->kept;
+        return err->code;
+    }
+    if (st->nesc > 0)
+        return esc_fail(err, st->esc_at, st->esc, st->nesc);
+    if (st->nq == 1)
+        return b64_fail(err, OMX_B64_ETRUNC, st->qstart, st->qch, 0);
+    if (st->pad && st->nq + st->pad != 4)
+        return b64_fail(err, OMX_B64_EPADSHORT, st->padstart, '=', 0);
+    if (st->nq == 2) {
+        *o++ = (unsigned char)(st->acc >> 4);
+    } else if (st->nq == 3) {
+        *o++ = (unsigned char)(st->acc >> 10);
+        *o++ = (unsigned char)(st->acc >> 2);
+    }
+    *outlen = (size_t)(o - dst);
+    err->code = OMX_B64_OK;
+    return OMX_B64_OK;
+}
+
+/* One call over the whole input: a stream fed once. */
+static int decode_whole(const char *src, size_t n, unsigned char *dst,
+                        size_t *outlen, omx_b64_error *err, unsigned flags)
+{
+    omx_b64_stream st;
+    size_t len = 0, tail = 0, used = 0;
+    int rc;
+    omx_b64_stream_init(&st, flags, 0);
+    rc = omx_b64_stream_feed(&st, src, n, dst, &len, &used, err);
+    if (rc == OMX_B64_OK)
+        rc = omx_b64_stream_finish(&st, dst + len, &tail, err);
+    if (rc == OMX_B64_OK)
+        *outlen = len + tail;
+    return rc;
 }
 
 int omx_b64_decode(const char *src, size_t n, unsigned char *dst,
                    size_t *outlen, omx_b64_error *err)
 {
-    return b64_decode_core((const unsigned char *)src, n, dst, outlen, err, 0);
+    return decode_whole(src, n, dst, outlen, err, 0);
 }
 
 int omx_b64_decode_json(const char *src, size_t n, unsigned char *dst,
                         size_t *outlen, omx_b64_error *err)
 {
-    return b64_decode_core((const unsigned char *)src, n, dst, outlen, err, 1);
+    return decode_whole(src, n, dst, outlen, err, OMX_B64_JSON);
 }
 
 static void describe_char(const omx_b64_error *err, char *buf, size_t size)

@@ -9,6 +9,7 @@
 #define OMIXA_BASE64_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Length of the padded encoding of N bytes; 0 when N > 0 and that length
  * would not fit a size_t. */
@@ -39,6 +40,8 @@ typedef struct omx_b64_error {
                            (the backslash for a JSON escape) */
     unsigned long ch;   /* the offending character (a UTF-16 unit for \u) */
     int escaped;        /* ch came from a JSON escape */
+    unsigned char after; /* OMX_B64_EJSONESC: the byte after the backslash
+                            (0 when the input ended first) */
 } omx_b64_error;
 
 /* Decode the N bytes at SRC into DST, which has room for
@@ -54,6 +57,46 @@ int omx_b64_decode(const char *src, size_t n, unsigned char *dst,
  * raw quotes are JSON errors (EJSONCHAR), escaped whitespace is ignored. */
 int omx_b64_decode_json(const char *src, size_t n, unsigned char *dst,
                         size_t *outlen, omx_b64_error *err);
+
+/* The same decoders, fed in pieces: a stream keeps the digits of an
+ * unfinished group and the bytes of an unfinished JSON escape between
+ * feeds, and counts offsets from where it was started, so results and
+ * errors are exactly those of one call over the whole input. */
+#define OMX_B64_JSON       1u /* the input is JSON string contents */
+#define OMX_B64_QUOTE_ENDS 2u /* with JSON: a raw '"' ends the contents; an
+                                 error is kept until then (it is reported by
+                                 omx_b64_stream_finish), so that an
+                                 unterminated string can win over it */
+
+typedef struct omx_b64_stream {
+    size_t pos;             /* offset of the next input byte */
+    size_t qstart, padstart, esc_at;
+    uint32_t acc;
+    unsigned flags, nq, pad, nesc;
+    int skip_next;          /* QUOTE_ENDS after an error: a backslash
+                               ended the last feed */
+    unsigned char qch, esc[6];
+    omx_b64_error kept;     /* QUOTE_ENDS: the first error (code 0: none) */
+} omx_b64_stream;
+
+/* Start a stream whose first byte has offset POS (used in error offsets). */
+void omx_b64_stream_init(omx_b64_stream *st, unsigned flags, size_t pos);
+
+/* Output room one feed of N bytes may need. */
+#define omx_b64_stream_room(n) (((n) + 3) / 4 * 3)
+
+/* Decode the N bytes at SRC into DST (room for omx_b64_stream_room(n)
+ * bytes); *OUTLEN bytes were written. *USED is N, or with QUOTE_ENDS the
+ * offset in SRC of the raw quote that ends the contents (not consumed).
+ * Returns OMX_B64_OK or, without QUOTE_ENDS, the first error. */
+int omx_b64_stream_feed(omx_b64_stream *st, const char *src, size_t n,
+                        unsigned char *dst, size_t *outlen, size_t *used,
+                        omx_b64_error *err);
+
+/* The end of the input: writes the last group's bytes (at most 2) to DST,
+ * or returns the error (with QUOTE_ENDS, also a kept one). */
+int omx_b64_stream_finish(omx_b64_stream *st, unsigned char *dst,
+                          size_t *outlen, omx_b64_error *err);
 
 /* What went wrong, without the position, e.g. "invalid base64 character
  * '!'", into BUF (always NUL-terminated when SIZE > 0). */

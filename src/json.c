@@ -166,15 +166,23 @@ size_t omx_utf8_check(const char *src, size_t n)
 enum { R_NONE, R_TOP, R_DATA, R_ITEM };
 /* What the next value is: P_TOPB64 is $.b64_json (OMX_JSON_TOP_B64). */
 enum { P_NONE, P_DATA, P_ITEM, P_B64, P_TOPB64 };
-
-typedef struct jscan {
-    const unsigned char *s, *e;
-    const unsigned char *flushed; /* rest text is emitted up to here */
-    size_t nimages;
-    unsigned flags;
-    const omx_json_images_ops *ops;
-    omx_json_error *err;
-} jscan;
+/* Where the scanner is. */
+enum {
+    ST_VALUE,       /* before a value */
+    ST_OBJ_FIRST,   /* after '{' */
+    ST_ARR_FIRST,   /* after '[' */
+    ST_KEY,         /* before a member name (after ',') */
+    ST_KEYSTR,      /* in a member name */
+    ST_COLON,       /* after a member name */
+    ST_STRING,      /* in a string value */
+    ST_IMAGE,       /* in an image string */
+    ST_LITERAL,     /* in true, false or null */
+    ST_NUMBER,      /* in a number; sub is one of N_* */
+    ST_AFTER        /* after a value */
+};
+/* Number states: after '-', '0', digits, '.', fraction digits, 'e', the
+ * exponent's sign, exponent digits. */
+enum { N_MINUS, N_ZERO, N_INT, N_DOT, N_FRAC, N_EXP, N_EXPSIGN, N_EXPDIGITS };
 
 static void describe_byte(char *buf, size_t size, unsigned c)
 {
@@ -184,44 +192,39 @@ static void describe_byte(char *buf, size_t size, unsigned c)
         snprintf(buf, size, "0x%02X", c);
 }
 
-/* Record a syntax error "<what> at byte N"; returns NULL for the caller. */
-static const unsigned char *jfail(jscan *S, const unsigned char *at,
-                                  const char *fmt, ...)
+/* Record a syntax error "<what> at byte N" at offset AT; returns its code. */
+static int jfail(omx_json_scan *S, size_t at, const char *fmt, ...)
 {
     char what[112];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    S->err->code = OMX_JSON_ESYNTAX;
-    S->err->offset = (size_t)(at - S->s);
-    snprintf(S->err->message, sizeof S->err->message, "%s at byte %lu",
-             what, (unsigned long)(at - S->s) + 1);
-    return NULL;
+    S->err.code = S->rc = OMX_JSON_ESYNTAX;
+    S->err.offset = at;
+    snprintf(S->err.message, sizeof S->err.message, "%s at byte %lu",
+             what, (unsigned long)at + 1);
+    return S->rc;
 }
 
-static const unsigned char *jnomem(jscan *S, const unsigned char *at)
+static int jnomem(omx_json_scan *S, size_t at)
 {
-    S->err->code = OMX_JSON_ENOMEM;
-    S->err->offset = (size_t)(at - S->s);
-    snprintf(S->err->message, sizeof S->err->message, "not enough memory");
-    return NULL;
+    S->err.code = S->rc = OMX_JSON_ENOMEM;
+    S->err.offset = at;
+    snprintf(S->err.message, sizeof S->err.message, "not enough memory");
+    return S->rc;
 }
 
-static const unsigned char *junexpected(jscan *S, const unsigned char *at)
+static int junexpected(omx_json_scan *S, size_t at, unsigned c)
 {
-    char c[8];
-    if (at == S->e)
-        return jfail(S, at, "unexpected end of JSON");
-    describe_byte(c, sizeof c, *at);
-    return jfail(S, at, "unexpected character %s", c);
+    char d[8];
+    describe_byte(d, sizeof d, c);
+    return jfail(S, at, "unexpected character %s", d);
 }
 
-static const unsigned char *skip_ws(const unsigned char *p, const unsigned char *e)
+static int jend(omx_json_scan *S)
 {
-    while (p < e && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
-        p++;
-    return p;
+    return jfail(S, S->pos, "unexpected end of JSON");
 }
 
 static int hexval(int c)
@@ -232,249 +235,492 @@ static int hexval(int c)
     return -1;
 }
 
-/* The escape at P (a backslash): its code unit in *CH and the byte after
- * it, or NULL (error recorded). */
-static const unsigned char *scan_escape(jscan *S, const unsigned char *p,
-                                        unsigned long *ch)
+/* The escape in S->esc (S->nesc bytes, a backslash first): 1 with its code
+ * unit in *CH when complete, 0 when it needs more bytes, or the error. */
+static int escape_step(omx_json_scan *S, unsigned long *ch)
 {
-    const unsigned char *e = S->e;
-    int h0, h1, h2, h3;
-    if (e - p < 2)
-        return jfail(S, e, "unexpected end of JSON");
-    switch (p[1]) {
-    case '"': case '\\': case '/': *ch = p[1]; return p + 2;
-    case 'b': *ch = '\b'; return p + 2;
-    case 'f': *ch = '\f'; return p + 2;
-    case 'n': *ch = '\n'; return p + 2;
-    case 'r': *ch = '\r'; return p + 2;
-    case 't': *ch = '\t'; return p + 2;
+    const unsigned char *q = S->esc;
+    unsigned k;
+    if (S->nesc < 2)
+        return 0;
+    switch (q[1]) {
+    case '"': case '\\': case '/': *ch = q[1]; return 1;
+    case 'b': *ch = '\b'; return 1;
+    case 'f': *ch = '\f'; return 1;
+    case 'n': *ch = '\n'; return 1;
+    case 'r': *ch = '\r'; return 1;
+    case 't': *ch = '\t'; return 1;
     case 'u':
-        if (e - p >= 6 && (h0 = hexval(p[2])) >= 0 && (h1 = hexval(p[3])) >= 0
-            && (h2 = hexval(p[4])) >= 0 && (h3 = hexval(p[5])) >= 0) {
-            *ch = (unsigned long)(h0 << 12 | h1 << 8 | h2 << 4 | h3);
-            return p + 6;
-        }
-        if (e - p < 6) {
-            /* a truncated \u escape is an early end if what is there fits */
-            const unsigned char *q = p + 2;
-            while (q < e && hexval(*q) >= 0)
-                q++;
-            if (q == e)
-                return jfail(S, e, "unexpected end of JSON");
-        }
-        return jfail(S, p, "invalid \\u escape in string");
+        for (k = 2; k < S->nesc; k++)
+            if (hexval(q[k]) < 0)
+                return -jfail(S, S->esc_at, "invalid \\u escape in string");
+        if (S->nesc < 6)
+            return 0;
+        *ch = (unsigned long)(hexval(q[2]) << 12 | hexval(q[3]) << 8
+                              | hexval(q[4]) << 4 | hexval(q[5]));
+        return 1;
     default: {
         char c[8];
-        describe_byte(c, sizeof c, p[1]);
-        return jfail(S, p, "invalid escape \\%s in string", c);
+        describe_byte(c, sizeof c, q[1]);
+        return -jfail(S, S->esc_at, "invalid escape \\%s in string", c);
     }
     }
 }
 
-/* A string whose contents do not matter; P at its opening quote. Returns the
- * byte after the closing quote, or NULL. */
-static const unsigned char *skip_string(jscan *S, const unsigned char *p)
+/* Inside a string (a member name when NAME, whose code units are kept when
+ * the member is on the image path): on to its closing quote. Returns where
+ * it stopped, after the closing quote (*CLOSED set) or at E; NULL on an
+ * error. */
+static const unsigned char *string_body(omx_json_scan *S, const unsigned char *s,
+                                        const unsigned char *p,
+                                        const unsigned char *e, int name,
+                                        int *closed)
 {
-    const unsigned char *open = p, *e = S->e;
-    unsigned long ch;
-    p++;
+    int keep = name && (S->keyrole == R_TOP || S->keyrole == R_ITEM);
+    *closed = 0;
     for (;;) {
-        while (e - p >= 8 && !has_string_special(load64(p)))
-            p += 8;
-        while (p < e && *p >= 0x20 && *p != '"' && *p != '\\')
-            p++;
-        if (p == e)
-            return jfail(S, open, "unterminated string");
-        if (*p == '"')
-            return p + 1;
-        if (*p == '\\') {
-            if ((p = scan_escape(S, p, &ch)) == NULL)
+        unsigned long ch;
+        if (S->nesc > 0) {
+            int r = 0;
+            while (p < e && (r = escape_step(S, &ch)) == 0)
+                S->esc[S->nesc++] = *p++;
+            if (r == 0)
+                r = escape_step(S, &ch);
+            if (r < 0)
                 return NULL;
+            if (r == 0)
+                return p; /* more to come */
+            S->nesc = 0;
+            if (keep) {
+                if (S->namelen < sizeof S->name)
+                    S->name[S->namelen] = (char)(ch < 0x80 ? ch : 0xFF);
+                S->namelen++;
+            }
+        }
+        if (!keep)
+            while (e - p >= 8 && !has_string_special(load64(p)))
+                p += 8;
+        while (p < e && *p >= 0x20 && *p != '"' && *p != '\\') {
+            if (keep) {
+                if (S->namelen < sizeof S->name)
+                    S->name[S->namelen] = (char)(*p < 0x80 ? *p : 0xFF);
+                S->namelen++;
+            }
+            p++;
+        }
+        if (p == e)
+            return p;
+        if (*p == '"') {
+            *closed = 1;
+            return p + 1;
+        }
+        if (*p == '\\') {
+            S->esc_at = S->pos + (size_t)(p - s);
+            S->esc[0] = '\\';
+            S->nesc = 1;
+            p++;
             continue;
         }
         {
             char c[8];
             describe_byte(c, sizeof c, *p);
-            return jfail(S, p, "control character %s in string", c);
+            jfail(S, S->pos + (size_t)(p - s), "control character %s in string", c);
+            return NULL;
         }
     }
 }
 
-/* A member name at P (which should be its opening quote), then the colon.
- * In the containers on the image path the name is unescaped and compared;
- * *PEND says what the member's value is. Returns the byte after the colon. */
-static const unsigned char *scan_key(jscan *S, const unsigned char *p,
-                                     int role, int *pend)
+/* The member name just read: what its value is. */
+static int key_pend(const omx_json_scan *S)
 {
-    const unsigned char *e = S->e;
-    *pend = P_NONE;
-    if (p == e || *p != '"') {
-        if (p < e && *p == '}')
-            return jfail(S, p, "unexpected '}' after ','");
-        return p == e ? junexpected(S, p) : jfail(S, p, "expected a member name");
+    if (S->keyrole == R_TOP && S->namelen == 4 && memcmp(S->name, "data", 4) == 0)
+        return P_DATA;
+    if (S->keyrole == R_TOP && (S->flags & OMX_JSON_TOP_B64)
+        && S->namelen == 8 && memcmp(S->name, "b64_json", 8) == 0)
+        return P_TOPB64;
+    if (S->keyrole == R_ITEM && S->namelen == 8 && memcmp(S->name, "b64_json", 8) == 0)
+        return P_B64;
+    return P_NONE;
+}
+
+/* The image's decoder met an error: the scanner's error for it. */
+static int image_error(omx_json_scan *S, const omx_b64_error *be)
+{
+    char what[64];
+    if (be->code == OMX_B64_EJSONESC) {
+        if (be->after == 'u')
+            return jfail(S, be->offset, "invalid \\u escape in string");
+        describe_byte(what, sizeof what, be->after);
+        return jfail(S, be->offset, "invalid escape \\%s in string", what);
     }
-    if (role != R_TOP && role != R_ITEM) {
-        if ((p = skip_string(S, p)) == NULL)
-            return NULL;
-    } else {
-        const unsigned char *open = p;
-        char name[9];
-        size_t len = 0;
-        p++;
-        for (;;) {
-            unsigned long ch;
-            if (p == e)
-                return jfail(S, open, "unterminated string");
-            ch = *p;
-            if (ch == '"') {
-                p++;
-                break;
-            }
-            if (ch == '\\') {
-                if ((p = scan_escape(S, p, &ch)) == NULL)
-                    return NULL;
-            } else if (ch < 0x20) {
-                char c[8];
-                describe_byte(c, sizeof c, (unsigned)ch);
-                return jfail(S, p, "control character %s in string", c);
-            } else {
-                p++;
-            }
-            if (len < sizeof name)
-                name[len] = (char)(ch < 0x80 ? ch : 0xFF);
-            len++;
-        }
-        if (role == R_TOP && len == 4 && memcmp(name, "data", 4) == 0)
-            *pend = P_DATA;
-        else if (role == R_TOP && (S->flags & OMX_JSON_TOP_B64)
-                 && len == 8 && memcmp(name, "b64_json", 8) == 0)
-            *pend = P_TOPB64;
-        else if (role == R_ITEM && len == 8 && memcmp(name, "b64_json", 8) == 0)
-            *pend = P_B64;
+    if (be->code == OMX_B64_EJSONCHAR) {
+        describe_byte(what, sizeof what, (unsigned)be->ch);
+        return jfail(S, be->offset, "control character %s in string", what);
     }
-    p = skip_ws(p, e);
-    if (p == e || *p != ':')
-        return p == e ? junexpected(S, p) : jfail(S, p, "expected ':'");
+    omx_b64_describe(be, what, sizeof what);
+    S->err.code = S->rc = OMX_JSON_EBASE64;
+    S->err.offset = be->offset;
+    S->err.index = S->img_item;
+    if (S->img_item == 0)
+        snprintf(S->err.message, sizeof S->err.message,
+                 "invalid base64 in b64_json at byte %lu (%s)",
+                 (unsigned long)be->offset + 1, what);
+    else
+        snprintf(S->err.message, sizeof S->err.message,
+                 "invalid base64 in data[%lu].b64_json at byte %lu (%s)",
+                 (unsigned long)S->img_item, (unsigned long)be->offset + 1, what);
+    return S->rc;
+}
+
+/* Make the image's room hold NEED bytes. */
+static int image_reserve(omx_json_scan *S, size_t need)
+{
+    if (S->room != NULL && S->room_size >= need)
+        return 0;
+    S->room = S->ops->image_room(S->ops->ud, S->nimages + 1, S->out, need);
+    if (S->room == NULL)
+        return -1;
+    S->room_size = need;
+    return 0;
+}
+
+/* Inside an image string: decode up to its closing quote. Returns where it
+ * stopped (after the quote, state changed, or E); NULL on an error. */
+static const unsigned char *image_body(omx_json_scan *S, const unsigned char *p,
+                                       const unsigned char *e)
+{
+    const omx_json_images_ops *ops = S->ops;
+    omx_b64_error be;
+    size_t got = 0, used = 0, avail = (size_t)(e - p);
+    char num[32];
+
+    if (image_reserve(S, S->out + omx_b64_stream_room(avail) + 2) != 0) {
+        jnomem(S, S->tok);
+        return NULL;
+    }
+    omx_b64_stream_feed(&S->b64, (const char *)p, avail, S->room + S->out, &got, &used, &be);
+    S->out += got;
+    p += used;
+    if (p == e)
+        return p;
+    /* the closing quote (the room has 2 bytes to spare for the last group) */
+    if (omx_b64_stream_finish(&S->b64, S->room + S->out, &got, &be) != OMX_B64_OK) {
+        image_error(S, &be);
+        return NULL;
+    }
+    S->out += got;
+    S->nimages++;
+    snprintf(num, sizeof num, "%lu", (unsigned long)S->nimages);
+    if (ops->rest(ops->ud, num, strlen(num)) != 0
+        || ops->image(ops->ud, S->nimages, S->out) != 0) {
+        jnomem(S, S->tok);
+        return NULL;
+    }
+    S->room = NULL;
+    S->room_size = S->out = 0;
+    S->state = ST_AFTER;
     return p + 1;
 }
 
-/* The string at P is data[ITEM].b64_json ($.b64_json when ITEM is 0): find
- * its end, decode it into the caller's room, and replace it by its image
- * number in the rest text. */
-static const unsigned char *take_image(jscan *S, const unsigned char *p,
-                                       size_t item)
-{
-    const omx_json_images_ops *ops = S->ops;
-    const unsigned char *open = p, *c = p + 1, *q = c, *e = S->e;
-    unsigned char *room;
-    omx_b64_error be;
-    size_t len, out = 0;
-    char num[32];
-    int rc;
+#define IS_DIGIT(c) ((c) >= '0' && (c) <= '9')
+#define IS_WS(c) ((c) == ' ' || (c) == '\n' || (c) == '\r' || (c) == '\t')
 
-    /* The closing quote: the first one after an even run of backslashes. */
-    for (;;) {
-        size_t k = 0;
-        q = (const unsigned char *)memchr(q, '"', (size_t)(e - q));
-        if (q == NULL)
-            return jfail(S, open, "unterminated string");
-        while (q - k > c && q[-1 - (ptrdiff_t)k] == '\\')
-            k++;
-        if (k % 2 == 0)
+/* Inside a number: on to its end. Returns where it stopped (at the byte
+ * after the number, state ST_AFTER, or E); NULL on an error. */
+static const unsigned char *number_body(omx_json_scan *S, const unsigned char *s,
+                                        const unsigned char *p,
+                                        const unsigned char *e)
+{
+    for (; p < e; p++) {
+        int c = *p, digit = IS_DIGIT(c);
+        switch (S->sub) {
+        case N_MINUS:
+            if (c == '0') { S->sub = N_ZERO; continue; }
+            if (digit) { S->sub = N_INT; continue; }
             break;
-        q++;
-    }
-    len = (size_t)(q - c);
-    room = ops->image_room(ops->ud, omx_b64_decoded_max(len));
-    if (room == NULL)
-        return jnomem(S, open);
-    rc = omx_b64_decode_json((const char *)c, len, room, &out, &be);
-    if (rc != OMX_B64_OK) {
-        const unsigned char *at = c + be.offset;
-        char what[64];
-        if (rc == OMX_B64_EJSONESC) {
-            /* re-scan for the precise message */
-            unsigned long ch;
-            if (scan_escape(S, at, &ch) != NULL)
-                jfail(S, at, "invalid escape in string");
-            return NULL;
+        case N_ZERO:
+        case N_INT:
+            if (digit && S->sub == N_INT) continue;
+            if (c == '.') { S->sub = N_DOT; continue; }
+            if (c == 'e' || c == 'E') { S->sub = N_EXP; continue; }
+            S->state = ST_AFTER;
+            return p;
+        case N_DOT:
+            if (digit) { S->sub = N_FRAC; continue; }
+            break;
+        case N_FRAC:
+            if (digit) continue;
+            if (c == 'e' || c == 'E') { S->sub = N_EXP; continue; }
+            S->state = ST_AFTER;
+            return p;
+        case N_EXP:
+            if (c == '+' || c == '-') { S->sub = N_EXPSIGN; continue; }
+            if (digit) { S->sub = N_EXPDIGITS; continue; }
+            break;
+        case N_EXPSIGN:
+            if (digit) { S->sub = N_EXPDIGITS; continue; }
+            break;
+        default: /* N_EXPDIGITS */
+            if (digit) continue;
+            S->state = ST_AFTER;
+            return p;
         }
-        if (rc == OMX_B64_EJSONCHAR) {
-            describe_byte(what, sizeof what, (unsigned)be.ch);
-            return jfail(S, at, "control character %s in string", what);
-        }
-        omx_b64_describe(&be, what, sizeof what);
-        S->err->code = OMX_JSON_EBASE64;
-        S->err->offset = (size_t)(at - S->s);
-        S->err->index = item;
-        if (item == 0)
-            snprintf(S->err->message, sizeof S->err->message,
-                     "invalid base64 in b64_json at byte %lu (%s)",
-                     (unsigned long)(at - S->s) + 1, what);
-        else
-            snprintf(S->err->message, sizeof S->err->message,
-                     "invalid base64 in data[%lu].b64_json at byte %lu (%s)",
-                     (unsigned long)item, (unsigned long)(at - S->s) + 1, what);
+        jfail(S, S->pos + (size_t)(p - s), "invalid number");
         return NULL;
     }
-    S->nimages++;
-    snprintf(num, sizeof num, "%lu", (unsigned long)S->nimages);
-    if (ops->rest(ops->ud, (const char *)S->flushed, (size_t)(open - S->flushed)) != 0
-        || ops->rest(ops->ud, num, strlen(num)) != 0)
-        return jnomem(S, open);
-    S->flushed = q + 1;
-    if (ops->image(ops->ud, S->nimages, out) != 0)
-        return jnomem(S, open);
-    return q + 1;
-}
-
-static const unsigned char *scan_literal(jscan *S, const unsigned char *p,
-                                         const char *word, size_t len)
-{
-    size_t avail = (size_t)(S->e - p);
-    if (avail >= len && memcmp(p, word, len) == 0)
-        return p + len;
-    if (avail < len && memcmp(p, word, avail) == 0)
-        return jfail(S, S->e, "unexpected end of JSON");
-    return jfail(S, p, "invalid literal");
-}
-
-#define IS_DIGIT(c) ((c) >= '0' && (c) <= '9')
-
-static const unsigned char *scan_number(jscan *S, const unsigned char *p)
-{
-    const unsigned char *e = S->e;
-    if (*p == '-')
-        p++;
-    if (p == e)
-        return jfail(S, e, "unexpected end of JSON");
-    if (*p == '0') {
-        p++;
-    } else if (IS_DIGIT(*p)) {
-        while (p < e && IS_DIGIT(*p))
-            p++;
-    } else {
-        return jfail(S, p, "invalid number");
-    }
-    if (p < e && *p == '.') {
-        if (++p == e)
-            return jfail(S, e, "unexpected end of JSON");
-        if (!IS_DIGIT(*p))
-            return jfail(S, p, "invalid number");
-        while (p < e && IS_DIGIT(*p))
-            p++;
-    }
-    if (p < e && (*p == 'e' || *p == 'E')) {
-        if (++p < e && (*p == '+' || *p == '-'))
-            p++;
-        if (p == e)
-            return jfail(S, e, "unexpected end of JSON");
-        if (!IS_DIGIT(*p))
-            return jfail(S, p, "invalid number");
-        while (p < e && IS_DIGIT(*p))
-            p++;
-    }
     return p;
+}
+
+void omx_json_scan_init(omx_json_scan *S, unsigned flags,
+                        const omx_json_images_ops *ops)
+{
+    S->ops = ops;
+    S->flags = flags;
+    S->state = ST_VALUE;
+    S->sub = S->rc = 0;
+    S->pos = S->depth = S->item = S->nimages = 0;
+    S->pend = P_NONE;
+    S->tok = S->namelen = 0;
+    S->keyrole = R_NONE;
+    S->nesc = 0;
+    S->lit = NULL;
+    S->litlen = S->litpos = 0;
+    S->room = NULL;
+    S->room_size = S->out = S->img_item = 0;
+    S->err.code = OMX_JSON_OK;
+    S->err.offset = S->err.index = 0;
+    S->err.message[0] = '\0';
+}
+
+int omx_json_scan_feed(omx_json_scan *S, const char *text, size_t n)
+{
+    const unsigned char *const s = (const unsigned char *)text, *const e = s + n;
+    const unsigned char *p = s, *from = s; /* rest text not yet given */
+    const omx_json_images_ops *ops = S->ops;
+    int closed;
+
+#define AT(q) (S->pos + (size_t)((q) - s))
+#define SKIP_WS() do { while (p < e && IS_WS(*p)) p++; if (p == e) goto out; } while (0)
+#define FAIL(call) do { (void)(call); goto out; } while (0)
+
+    if (S->rc != OMX_JSON_OK)
+        return S->rc;
+    if (S->state == ST_IMAGE)
+        from = NULL; /* nothing of an image literal goes to the rest */
+    while (p < e) {
+        switch (S->state) {
+        case ST_VALUE:
+            SKIP_WS();
+            switch (*p) {
+            case '{':
+            case '[': {
+                int is_array = *p == '[', role = R_NONE;
+                if (S->depth == OMX_JSON_MAX_DEPTH)
+                    FAIL(jfail(S, AT(p), "nesting deeper than %d", OMX_JSON_MAX_DEPTH));
+                if (is_array) {
+                    if (S->pend == P_DATA) {
+                        role = R_DATA;
+                        S->item = 0;
+                    }
+                } else {
+                    role = S->depth == 0 ? R_TOP : S->pend == P_ITEM ? R_ITEM : R_NONE;
+                }
+                S->stack[S->depth++] = (unsigned char)(role << 1 | is_array);
+                S->state = is_array ? ST_ARR_FIRST : ST_OBJ_FIRST;
+                p++;
+                break;
+            }
+            case '"':
+                S->tok = AT(p);
+                if (S->pend == P_B64 || S->pend == P_TOPB64) {
+                    if (ops->rest(ops->ud, (const char *)from, (size_t)(p - from)) != 0)
+                        FAIL(jnomem(S, AT(p)));
+                    from = NULL;
+                    S->img_item = S->pend == P_B64 ? S->item : 0;
+                    S->room = NULL;
+                    S->room_size = S->out = 0;
+                    omx_b64_stream_init(&S->b64, OMX_B64_JSON | OMX_B64_QUOTE_ENDS, AT(p) + 1);
+                    S->state = ST_IMAGE;
+                } else {
+                    S->state = ST_STRING;
+                }
+                p++;
+                break;
+            case 't': S->lit = "true"; S->litlen = 4; goto literal;
+            case 'f': S->lit = "false"; S->litlen = 5; goto literal;
+            case 'n': S->lit = "null"; S->litlen = 4;
+            literal:
+                S->tok = AT(p);
+                S->litpos = 0;
+                S->state = ST_LITERAL;
+                break;
+            default:
+                if (*p == '-' || IS_DIGIT(*p)) {
+                    S->tok = AT(p);
+                    S->sub = *p == '-' ? N_MINUS : *p == '0' ? N_ZERO : N_INT;
+                    S->state = ST_NUMBER;
+                    p++;
+                    break;
+                }
+                FAIL(junexpected(S, AT(p), *p));
+            }
+            break;
+
+        case ST_OBJ_FIRST:
+            SKIP_WS();
+            if (*p == '}') {
+                S->depth--;
+                S->state = ST_AFTER;
+                p++;
+            } else {
+                S->state = ST_KEY;
+            }
+            break;
+
+        case ST_ARR_FIRST:
+            SKIP_WS();
+            if (*p == ']') {
+                S->depth--;
+                S->state = ST_AFTER;
+                p++;
+                break;
+            }
+            S->pend = P_NONE;
+            if ((S->stack[S->depth - 1] >> 1) == R_DATA) {
+                S->item++;
+                S->pend = P_ITEM;
+            }
+            S->state = ST_VALUE;
+            break;
+
+        case ST_KEY:
+            SKIP_WS();
+            if (*p != '"') {
+                if (*p == '}')
+                    FAIL(jfail(S, AT(p), "unexpected '}' after ','"));
+                FAIL(jfail(S, AT(p), "expected a member name"));
+            }
+            S->tok = AT(p);
+            S->keyrole = S->stack[S->depth - 1] >> 1;
+            S->namelen = 0;
+            S->state = ST_KEYSTR;
+            p++;
+            break;
+
+        case ST_KEYSTR:
+            if ((p = string_body(S, s, p, e, 1, &closed)) == NULL)
+                goto out;
+            if (closed) {
+                S->pend = key_pend(S);
+                S->state = ST_COLON;
+            }
+            break;
+
+        case ST_COLON:
+            SKIP_WS();
+            if (*p != ':')
+                FAIL(jfail(S, AT(p), "expected ':'"));
+            S->state = ST_VALUE;
+            p++;
+            break;
+
+        case ST_STRING:
+            if ((p = string_body(S, s, p, e, 0, &closed)) == NULL)
+                goto out;
+            if (closed)
+                S->state = ST_AFTER;
+            break;
+
+        case ST_IMAGE:
+            if ((p = image_body(S, p, e)) == NULL)
+                goto out;
+            if (S->state == ST_AFTER)
+                from = p;
+            break;
+
+        case ST_LITERAL:
+            while (p < e && S->litpos < S->litlen) {
+                if (*p != (unsigned char)S->lit[S->litpos])
+                    FAIL(jfail(S, S->tok, "invalid literal"));
+                p++;
+                S->litpos++;
+            }
+            if (S->litpos == S->litlen)
+                S->state = ST_AFTER;
+            break;
+
+        case ST_NUMBER:
+            if ((p = number_body(S, s, p, e)) == NULL)
+                goto out;
+            break;
+
+        default: { /* ST_AFTER */
+            int top, role;
+            SKIP_WS();
+            if (S->depth == 0)
+                FAIL(jfail(S, AT(p), "trailing garbage after JSON value"));
+            top = S->stack[S->depth - 1];
+            role = top >> 1;
+            if (*p == ',') {
+                p++;
+                if (top & 1) {
+                    S->pend = P_NONE;
+                    if (role == R_DATA) {
+                        S->item++;
+                        S->pend = P_ITEM;
+                    }
+                    S->state = ST_VALUE;
+                } else {
+                    S->state = ST_KEY;
+                }
+                break;
+            }
+            if (*p == ((top & 1) ? ']' : '}')) {
+                S->depth--;
+                p++;
+                break;
+            }
+            {
+                char c[8];
+                describe_byte(c, sizeof c, *p);
+                FAIL(jfail(S, AT(p), "expected ',' or '%c' but found %s",
+                           (top & 1) ? ']' : '}', c));
+            }
+        }
+        }
+    }
+out:
+    if (S->rc == OMX_JSON_OK && from != NULL && S->state != ST_IMAGE
+        && ops->rest(ops->ud, (const char *)from, (size_t)(e - from)) != 0)
+        jnomem(S, AT(e));
+    S->pos += n;
+    return S->rc;
+#undef AT
+#undef SKIP_WS
+#undef FAIL
+}
+
+int omx_json_scan_finish(omx_json_scan *S)
+{
+    if (S->rc != OMX_JSON_OK)
+        return S->rc;
+    switch (S->state) {
+    case ST_AFTER:
+        return S->depth == 0 ? OMX_JSON_OK : jend(S);
+    case ST_NUMBER:
+        if (S->sub == N_ZERO || S->sub == N_INT || S->sub == N_FRAC || S->sub == N_EXPDIGITS)
+            return S->depth == 0 ? OMX_JSON_OK : jend(S);
+        return jend(S);
+    case ST_STRING:
+    case ST_KEYSTR:
+        if (S->nesc > 0)
+            return jend(S);
+        return jfail(S, S->tok, "unterminated string");
+    case ST_IMAGE:
+        return jfail(S, S->tok, "unterminated string");
+    default:
+        return jend(S);
+    }
 }
 
 int omx_json_decode_images(const char *text, size_t n,
@@ -486,129 +732,12 @@ int omx_json_decode_images(const char *text, size_t n,
 int omx_json_decode_images_ex(const char *text, size_t n, unsigned flags,
                               const omx_json_images_ops *ops, omx_json_error *err)
 {
-    /* per open container: role << 1 | is_array */
-    unsigned char stack[OMX_JSON_MAX_DEPTH];
-    size_t depth = 0, item = 0;
-    int pend = P_NONE;
-    const unsigned char *p, *e;
-    jscan S;
-
-    S.s = S.flushed = p = (const unsigned char *)text;
-    S.e = e = p + n;
-    S.nimages = 0;
-    S.flags = flags;
-    S.ops = ops;
-    S.err = err;
-    err->code = OMX_JSON_OK;
-    err->offset = err->index = 0;
-    err->message[0] = '\0';
-
-    for (;;) {
-        /* A value; PEND says where it sits on the image path. */
-        p = skip_ws(p, e);
-        if (p == e)
-            return junexpected(&S, p), err->code;
-        switch (*p) {
-        case '{':
-        case '[': {
-            int is_array = *p == '[', role = R_NONE;
-            if (depth == OMX_JSON_MAX_DEPTH)
-                return jfail(&S, p, "nesting deeper than %d", OMX_JSON_MAX_DEPTH), err->code;
-            if (is_array) {
-                if (pend == P_DATA) {
-                    role = R_DATA;
-                    item = 0;
-                }
-            } else {
-                role = depth == 0 ? R_TOP : pend == P_ITEM ? R_ITEM : R_NONE;
-            }
-            stack[depth++] = (unsigned char)(role << 1 | is_array);
-            p = skip_ws(p + 1, e);
-            if (p < e && *p == (is_array ? ']' : '}')) {
-                depth--;
-                p++;
-                break; /* an empty container is a complete value */
-            }
-            if (is_array) {
-                pend = P_NONE;
-                if (role == R_DATA) {
-                    item++;
-                    pend = P_ITEM;
-                }
-            } else if ((p = scan_key(&S, p, role, &pend)) == NULL) {
-                return err->code;
-            }
-            continue;
-        }
-        case '"':
-            if (pend == P_B64)
-                p = take_image(&S, p, item);
-            else if (pend == P_TOPB64)
-                p = take_image(&S, p, 0);
-            else
-                p = skip_string(&S, p);
-            break;
-        case 't':
-            p = scan_literal(&S, p, "true", 4);
-            break;
-        case 'f':
-            p = scan_literal(&S, p, "false", 5);
-            break;
-        case 'n':
-            p = scan_literal(&S, p, "null", 4);
-            break;
-        default:
-            if (*p == '-' || IS_DIGIT(*p))
-                p = scan_number(&S, p);
-            else
-                p = junexpected(&S, p);
-            break;
-        }
-        if (p == NULL)
-            return err->code;
-
-        /* After a value: close containers until a ',' leads to the next. */
-        for (;;) {
-            int top, role;
-            p = skip_ws(p, e);
-            if (depth == 0) {
-                if (p != e)
-                    return jfail(&S, p, "trailing garbage after JSON value"), err->code;
-                if (S.nimages > 0
-                    && ops->rest(ops->ud, (const char *)S.flushed, (size_t)(e - S.flushed)) != 0)
-                    return jnomem(&S, e), err->code;
-                return OMX_JSON_OK;
-            }
-            if (p == e)
-                return junexpected(&S, p), err->code;
-            top = stack[depth - 1];
-            role = top >> 1;
-            if (*p == ',') {
-                p = skip_ws(p + 1, e);
-                if (top & 1) {
-                    pend = P_NONE;
-                    if (role == R_DATA) {
-                        item++;
-                        pend = P_ITEM;
-                    }
-                } else if ((p = scan_key(&S, p, role, &pend)) == NULL) {
-                    return err->code;
-                }
-                break;
-            }
-            if (*p == ((top & 1) ? ']' : '}')) {
-                depth--;
-                p++;
-                continue;
-            }
-            {
-                char c[8];
-                describe_byte(c, sizeof c, *p);
-                return jfail(&S, p, "expected ',' or '%c' but found %s",
-                             (top & 1) ? ']' : '}', c), err->code;
-            }
-        }
-    }
+    omx_json_scan S;
+    omx_json_scan_init(&S, flags, ops);
+    if (omx_json_scan_feed(&S, text, n) == OMX_JSON_OK)
+        omx_json_scan_finish(&S);
+    *err = S.err;
+    return S.rc;
 }
 
 /* ---- Lua bindings ---------------------------------------------------- */
@@ -652,13 +781,15 @@ typedef struct images_ctx {
     int images; /* stack index of the images table */
 } images_ctx;
 
-static unsigned char *images_room(void *ud, size_t max)
+static unsigned char *images_room(void *ud, size_t index, size_t have, size_t need)
 {
     images_ctx *c = (images_ctx *)ud;
-    c->scratch->len = 0;
-    if (omx_buf_reserve(c->scratch, max + 1) != 0)
+    omx_buf *b = c->scratch;
+    (void)index;
+    b->len = have; /* the bytes decoded so far stay */
+    if (omx_buf_reserve(b, need - have) != 0)
         return NULL;
-    return (unsigned char *)c->scratch->data;
+    return (unsigned char *)b->data;
 }
 
 static int images_image(void *ud, size_t index, size_t len)

@@ -436,13 +436,15 @@ typedef struct feed_ctx {
     size_t nimages;
 } feed_ctx;
 
-static unsigned char *img_room(void *ud, size_t max)
+static unsigned char *img_room(void *ud, size_t index, size_t have, size_t need)
 {
     feed_ctx *c = (feed_ctx *)ud;
-    c->u->scratch.len = 0;
-    if (omx_buf_reserve(&c->u->scratch, max + 1) != 0)
+    omx_buf *b = &c->u->scratch;
+    (void)index;
+    b->len = have; /* the bytes decoded so far stay */
+    if (omx_buf_reserve(b, need - have) != 0)
         return NULL;
-    return (unsigned char *)c->u->scratch.data;
+    return (unsigned char *)b->data;
 }
 
 static int img_image(void *ud, size_t index, size_t len)

@@ -7,7 +7,8 @@
 --
 -- nginx embeds LuaJIT, so this runs once, in the LuaJIT pass of `make test`
 -- (it builds the LuaJIT core itself if needed); other interpreters mark it
--- pending.
+-- pending. The relay's HTTP/1.1 response reader (omixa_http1, plain Lua) is
+-- checked on every interpreter.
 local helpers = require "helpers"
 local omixa = require "omixa"
 
@@ -211,5 +212,85 @@ describe("examples/openresty in nginx", function()
     local b = tonumber(out:match("B 200 ([%d.]+)"))
     print(("\n  openresty, url-only answer: %s (%.2f s in all)"):format(out:gsub("\n", "; "), now() - t0))
     assert.truthy(b and b < 2, "B waited for A's download: " .. out)
+  end)
+end)
+
+describe("examples/openresty/omixa_http1, the stream relay's response reader", function()
+  local http1, saved_path
+  setup(function()
+    saved_path = package.path
+    package.path = root .. "/examples/openresty/?.lua;" .. package.path
+    http1 = require "omixa_http1"
+  end)
+  teardown(function() package.path = saved_path end)
+
+  -- TEXT fed in pieces of N bytes (then the connection closed when CLOSED):
+  -- the reader, the body it gave, and eof's answer.
+  local function read_all(text, n, closed)
+    local r = http1.response()
+    local body = {}
+    for i = 1, #text, n do
+      local pieces, err = r:feed(text:sub(i, i + n - 1))
+      if not pieces then return nil, err end
+      for _, p in ipairs(pieces) do body[#body + 1] = p end
+    end
+    local ok, err
+    if closed then ok, err = r:eof() end
+    return r, table.concat(body), ok, err
+  end
+
+  local CHUNKED = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    .. "7\r\nevent: \r\n17;ext=1\r\npartial\ndata: {\"a\":1}\n\n\r\n0\r\nX-Trailer: t\r\n\r\n"
+
+  it("decodes a chunked body, however the bytes are cut", function()
+    for n = 1, #CHUNKED do
+      local r, body = read_all(CHUNKED, n)
+      assert.is_table(r, body)
+      assert.is_true(r:done(), "cut every " .. n)
+      assert.equal(200, r.status)
+      assert.equal("text/event-stream", r.headers["content-type"])
+      assert.equal("event: partial\ndata: {\"a\":1}\n\n", body, "cut every " .. n)
+    end
+  end)
+
+  it("reads Content-Length bytes, and a body that runs until the connection closes", function()
+    local r, body = read_all("HTTP/1.1 429 Too Many\r\nContent-Length: 5\r\nRetry-After: 3\r\n\r\nhello, more", 3)
+    assert.is_true(r:done())
+    assert.equal(429, r.status)
+    assert.equal("3", r.headers["retry-after"])
+    assert.equal("hello", body)
+    local ok
+    r, body, ok = read_all("HTTP/1.0 200 OK\nContent-Type: text/event-stream\n\ndata: x\n\n", 4, true)
+    assert.is_true(ok)
+    assert.is_true(r:done())
+    assert.equal("data: x\n\n", body)
+  end)
+
+  it("skips an interim answer, joins repeated headers, and knows bodiless statuses", function()
+    local r, body = read_all("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nVia: a\r\nvia: b\r\n\r\n", 7)
+    assert.equal(204, r.status)
+    assert.equal("a, b", r.headers["via"])
+    assert.is_true(r:done())
+    assert.equal("", body)
+  end)
+
+  it("says where a response was cut, and refuses what is not HTTP/1.x", function()
+    local r, _, ok, err = read_all(CHUNKED:sub(1, -30), 5, true)
+    assert.is_false(r:done())
+    assert.is_nil(ok)
+    assert.matches("closed in the middle of a chunk", err)
+    _, _, ok, err = read_all("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", 100, true)
+    assert.is_nil(ok)
+    assert.matches("Content%-Length", err)
+    local none
+    none, err = read_all("SSH-2.0-OpenSSH\r\n\r\n", 100)
+    assert.is_nil(none)
+    assert.matches("not an HTTP/1%.x status line", err)
+    none, err = read_all("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 100)
+    assert.is_nil(none)
+    assert.matches("bad chunk size", err)
+    none, err = read_all("HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n", 100)
+    assert.is_nil(none)
+    assert.matches("bad Content%-Length", err)
   end)
 end)

@@ -25,10 +25,18 @@
  * req = { url =, method = "GET"|"POST", headers = { "Name: value", ... },
  *         body = string|nil, timeout =, connect_timeout =, idle_timeout =
  *         (seconds), ca_file =, ca_path =, insecure =, proxy =, user_agent =,
- *         max_response_bytes =, progress = function(phase, sent, send_total,
- *         received, receive_total) -> false cancels }
+ *         max_response_bytes =, scan_images = bool, progress =
+ *         function(phase, sent, send_total, received, receive_total) -> false
+ *         cancels }
  * res = { status =, headers = { [lower-case name] = value }, body = buffer,
- *         sent = bool, received = bool }
+ *         received_bytes =, sent = bool, received = bool }
+ *       With scan_images, a 2xx body that is neither an event stream nor an
+ *       image is scanned as it arrives (json.h): the base64 images are
+ *       decoded straight from the network buffers, never kept as text, and
+ *       res gets images = { bytes, ... } and rest = the JSON with each image
+ *       replaced by its number, or scan_error = message and scan_what =
+ *       "json" | "base64"; body then keeps only the first SCAN_EXCERPT
+ *       bytes (for error messages).
  * err = res's fields plus kind =, message =, curl_code =; a Lua error
  *       raised by the progress function gives kind = "callback_error" and
  *       error = <the value raised>, for the caller to raise again.
@@ -41,13 +49,16 @@
  * pushed beforehand; nothing that can raise is called from a curl callback,
  * and everything curl borrows (the body string, the header list) stays
  * anchored in the registry until the transfer is finished. */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MADV_HUGEPAGE */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/timerfd.h>
 
 #include <curl/curl.h>
@@ -55,6 +66,7 @@
 
 #include "buffer.h"
 #include "compat.h"
+#include "json.h"
 #include "omixa.h"
 
 #define OMX_MULTI "omixa.multi"
@@ -63,6 +75,9 @@
 #define PROGRESS_INTERVAL 0.05 /* seconds between progress calls, at most */
 #define EASY_POOL 8            /* idle easy handles kept for reuse */
 #define NO_TIME 0.0
+#define SCAN_EXCERPT 2048      /* body bytes kept when scanning */
+#define GC_HINT_BYTES (1u << 20) /* images this big are paid for first */
+#define BIG_ROOM (1u << 20)      /* image rooms this big are mapped pages */
 
 enum phase { PH_NONE, PH_CONNECTING, PH_UPLOADING, PH_WAITING, PH_RECEIVING };
 static const char *const phase_names[] = {
@@ -74,6 +89,20 @@ enum abort_reason {
 };
 
 typedef struct multi multi;
+
+/* A response body scanned for images as it arrives. */
+typedef struct scan_sink {
+    omx_json_scan js;
+    omx_json_images_ops ops;
+    omx_buf cur;                /* the image being decoded */
+    omx_buf *imgs;              /* the finished ones */
+    size_t nimgs, cap;
+    omx_buf rest;
+    size_t hint, fed;           /* Content-Length (0: unknown), bytes fed */
+    int paid;                   /* the collector was told at the start */
+} scan_sink;
+
+enum { SCAN_OFF, SCAN_WANTED, SCAN_ON, SCAN_NOT };
 
 typedef struct transfer {
     multi *m;                   /* NULL once finished or detached */
@@ -96,6 +125,8 @@ typedef struct transfer {
     int got_headers, headers_done, phase;
     curl_off_t sent, send_total, received, receive_total;
     enum abort_reason abort;
+    int scan_mode;              /* SCAN_* */
+    scan_sink *scan;            /* SCAN_ON: owned */
     char errbuf[CURL_ERROR_SIZE];
 } transfer;
 
@@ -110,6 +141,7 @@ struct multi {
     int npool;
     lua_State *L;               /* during poll only */
     int trampoline;             /* its stack index during poll */
+    size_t gc_kb;               /* images on their way: paid for at the end of poll */
 };
 
 static double now_seconds(void)
@@ -214,6 +246,155 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     return len;
 }
 
+/* ---- the image scan of a response body ---- */
+
+/* Image rooms: small ones from malloc; big ones are pages of their own,
+ * given back to the system the moment the image is a Lua string (malloc
+ * would keep them, and raise its own mmap threshold after the first). */
+static void room_free(omx_buf *b)
+{
+    if (b->cap >= BIG_ROOM)
+        munmap(b->data, b->cap);
+    else
+        free(b->data);
+    omx_buf_init(b);
+}
+
+static int room_grow(omx_buf *b, size_t have, size_t want)
+{
+    char *d;
+    if (want < BIG_ROOM) {
+        if ((d = (char *)realloc(b->data, want)) == NULL)
+            return -1;
+    } else {
+        long page = sysconf(_SC_PAGESIZE);
+        size_t ps = page > 0 ? (size_t)page : 4096;
+        if (want > (size_t)-1 - ps)
+            return -1;
+        want = (want + ps - 1) / ps * ps;
+        d = (char *)mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (d == (char *)MAP_FAILED)
+            return -1;
+#ifdef MADV_HUGEPAGE
+        (void)madvise(d, want, MADV_HUGEPAGE); /* fewer page faults */
+#endif
+        if (have > 0)
+            memcpy(d, b->data, have);
+        if (b->cap >= BIG_ROOM)
+            munmap(b->data, b->cap);
+        else
+            free(b->data);
+    }
+    b->data = d;
+    b->cap = want;
+    return 0;
+}
+
+/* Room for image INDEX: the Content-Length still to come tells how big it
+ * can be, so the first room is usually the last. */
+static unsigned char *sink_room(void *ud, size_t index, size_t have, size_t need)
+{
+    scan_sink *k = (scan_sink *)ud;
+    omx_buf *b = &k->cur;
+    (void)index;
+    if (b->cap < need) {
+        size_t want = need;
+        if (k->hint > k->fed && (k->hint - k->fed) / 4 * 3 + 8 > want)
+            want = (k->hint - k->fed) / 4 * 3 + 8;
+        if (b->cap > 0 && b->cap < (size_t)-1 / 2 && b->cap * 2 > want)
+            want = b->cap * 2;
+        if (room_grow(b, have, want) != 0)
+            return NULL;
+    }
+    b->len = have;
+    return (unsigned char *)b->data;
+}
+
+static int sink_image(void *ud, size_t index, size_t len)
+{
+    scan_sink *k = (scan_sink *)ud;
+    (void)index;
+    if (k->nimgs == k->cap) {
+        size_t cap = k->cap ? 2 * k->cap : 4;
+        omx_buf *v = (omx_buf *)realloc(k->imgs, cap * sizeof *v);
+        if (v == NULL)
+            return 1;
+        k->imgs = v;
+        k->cap = cap;
+    }
+    k->cur.len = len;
+    k->imgs[k->nimgs++] = k->cur;
+    omx_buf_init(&k->cur);
+    return 0;
+}
+
+static int sink_rest(void *ud, const char *p, size_t n)
+{
+    return omx_buf_append(&((scan_sink *)ud)->rest, p, n);
+}
+
+static void scan_free(transfer *t)
+{
+    scan_sink *k = t->scan;
+    size_t i;
+    if (k == NULL)
+        return;
+    for (i = 0; i < k->nimgs; i++)
+        room_free(&k->imgs[i]);
+    free(k->imgs);
+    room_free(&k->cur);
+    omx_buf_free(&k->rest);
+    free(k);
+    t->scan = NULL;
+}
+
+/* Does S begin with PREFIX (ASCII, any case)? */
+static int has_prefix_ci(const char *s, const char *prefix)
+{
+    for (; *prefix; s++, prefix++) {
+        int a = (unsigned char)*s, b = (unsigned char)*prefix;
+        if (a >= 'A' && a <= 'Z') a += 'a' - 'A';
+        if (a != b)
+            return 0;
+    }
+    return 1;
+}
+
+/* At the first body byte: scan this body? Only a 2xx that is neither an
+ * event stream nor an image. 0, or -1 when out of memory. */
+static int scan_decide(transfer *t)
+{
+    long status = 0;
+    char *ctype = NULL;
+    curl_off_t cl = -1;
+    scan_sink *k;
+    t->scan_mode = SCAN_NOT;
+    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ctype);
+    if (status < 200 || status > 299)
+        return 0;
+    if (ctype != NULL && (has_prefix_ci(ctype, "text/event-stream")
+                          || has_prefix_ci(ctype, "image/")))
+        return 0;
+    if ((k = (scan_sink *)calloc(1, sizeof *k)) == NULL)
+        return -1;
+    k->ops.ud = k;
+    k->ops.image_room = sink_room;
+    k->ops.image = sink_image;
+    k->ops.rest = sink_rest;
+    omx_json_scan_init(&k->js, 0, &k->ops);
+    if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK
+        && cl > 0 && (!t->max_response || (size_t)cl <= t->max_response))
+        k->hint = (size_t)cl;
+    if (k->hint / 4 * 3 >= GC_HINT_BYTES && t->m != NULL) {
+        t->m->gc_kb += k->hint / 4 * 3 / 1024; /* see multi_poll */
+        k->paid = 1;
+    }
+    t->scan = k;
+    t->scan_mode = SCAN_ON;
+    return 0;
+}
+
 static size_t on_write(char *p, size_t size, size_t n, void *ud)
 {
     transfer *t = (transfer *)ud;
@@ -225,6 +406,26 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
         return 0;
     }
     t->rx_total += len;
+    if (t->scan_mode == SCAN_WANTED && scan_decide(t) != 0) {
+        t->abort = AB_NOMEM;
+        return 0;
+    }
+    if (t->scan_mode == SCAN_ON) {
+        scan_sink *k = t->scan;
+        /* the first bytes, for error messages; the rest only scanned */
+        if (b->len < SCAN_EXCERPT
+            && omx_buf_append(b, p, len < SCAN_EXCERPT - b->len ? len : SCAN_EXCERPT - b->len) != 0) {
+            t->abort = AB_NOMEM;
+            return 0;
+        }
+        /* after a syntax error the scanner ignores the rest of the body */
+        if (omx_json_scan_feed(&k->js, p, len) == OMX_JSON_ENOMEM) {
+            t->abort = AB_NOMEM;
+            return 0;
+        }
+        k->fed += len;
+        return len;
+    }
     if (b->cap == 0) {
         /* Pre-size from Content-Length, within the limit. */
         curl_off_t cl = -1;
@@ -414,6 +615,7 @@ static void setup(lua_State *L, multi *m, transfer *t, int req)
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, to_ms(opt_number(L, req, "timeout")));
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, to_ms(opt_number(L, req, "connect_timeout")));
     t->idle_timeout = opt_number(L, req, "idle_timeout");
+    t->scan_mode = opt_bool(L, req, "scan_images") ? SCAN_WANTED : SCAN_OFF;
     t->max_response = (size_t)opt_number(L, req, "max_response_bytes");
 
     if ((v = opt_string(L, req, "ca_file")) != NULL)
@@ -636,6 +838,63 @@ static void release_easy(multi *m, transfer *t)
     t->headers = NULL;
 }
 
+/* res.images and res.rest (or res.scan_error) of the scanned body, into
+ * the table at 1 (T at 2), each image freed once it is a string. */
+static int push_scan_result(lua_State *L)
+{
+    transfer *t = (transfer *)lua_touserdata(L, 2);
+    scan_sink *k = t->scan;
+    size_t i, total;
+    int rc = omx_json_scan_finish(&k->js);
+    if (rc != OMX_JSON_OK) {
+        lua_pushstring(L, k->js.err.message);
+        lua_setfield(L, 1, "scan_error");
+        lua_pushstring(L, rc == OMX_JSON_EBASE64 ? "base64" : "json");
+        lua_setfield(L, 1, "scan_what");
+        return 0;
+    }
+    for (i = 0, total = 0; i < k->nimgs; i++)
+        total += k->imgs[i].len;
+    /* Big strings are about to be made: let the collector first pay for
+     * them (as lua_gc's step does for memory held outside Lua), so that the
+     * images of earlier responses, now garbage, go before these arrive.
+     * Lua 5.4 otherwise lets several such generations pile up. Done at
+     * the start instead when Content-Length said (see multi_poll). */
+    if (k->paid && t->m != NULL && t->m->gc_kb > 0) {
+        /* told at the start, but the whole body came within one poll */
+        size_t kb = t->m->gc_kb;
+        t->m->gc_kb = 0;
+        lua_gc(L, LUA_GCSTEP, kb > INT_MAX ? INT_MAX : (int)kb);
+    } else if (total >= GC_HINT_BYTES && !k->paid) {
+        lua_gc(L, LUA_GCSTEP, (int)(total / 1024 > INT_MAX ? INT_MAX : total / 1024));
+    }
+    lua_createtable(L, (int)k->nimgs, 0);
+    for (i = 0; i < k->nimgs; i++) {
+        omx_buf *b = &k->imgs[i];
+        lua_pushlstring(L, b->data ? b->data : "", b->len);
+        lua_rawseti(L, -2, (int)i + 1);
+        room_free(b); /* now, not at the end: the peak stays one image */
+    }
+    lua_setfield(L, 1, "images");
+    lua_pushlstring(L, k->rest.data ? k->rest.data : "", k->rest.len);
+    lua_setfield(L, 1, "rest");
+    return 0;
+}
+
+/* Under lua_pcall: out of memory while making the strings is a failed
+ * transfer, never a half-finished one. */
+static void scan_result(lua_State *L, transfer *t)
+{
+    int res = lua_gettop(L);
+    lua_pushcfunction(L, push_scan_result);
+    lua_pushvalue(L, res);
+    lua_pushlightuserdata(L, t);
+    if (lua_pcall(L, 2, 0, 0) != 0) {
+        lua_pop(L, 1);
+        t->abort = AB_NOMEM;
+    }
+}
+
 /* Finish T with curl's code RC: build its result in the registry, release
  * curl's resources and the references that kept the request alive. Runs
  * outside curl callbacks (from poll, cancel, close). */
@@ -651,6 +910,10 @@ static void finish(lua_State *L, multi *m, transfer *t, CURLcode rc)
     }
     list_remove(m, t);
     lua_newtable(L);
+    if (t->scan != NULL && rc == CURLE_OK && t->abort == AB_NONE)
+        scan_result(L, t);
+    scan_free(t);
+    set_int(L, "received_bytes", (lua_Integer)t->rx_total);
     if (status > 0)
         set_int(L, "status", status);
     set_bool(L, "sent", sent);
@@ -828,6 +1091,17 @@ static int multi_poll(lua_State *L)
     }
     arm_timer(m);
     lua_settop(L, 3);
+    if (m->gc_kb > 0) {
+        /* Big images began to arrive: the collector pays for them now (as
+         * lua_gc's step does for memory held outside Lua), while their
+         * pages are still untouched, so that the images of earlier
+         * responses, now garbage, are gone before these take their room.
+         * Last, outside curl and with this poll's work done: finalizers
+         * may run here. */
+        size_t kb = m->gc_kb;
+        m->gc_kb = 0;
+        lua_gc(L, LUA_GCSTEP, kb > INT_MAX ? INT_MAX : (int)kb);
+    }
     return 1;
 }
 
@@ -1024,6 +1298,7 @@ static int transfer_gc(lua_State *L)
     curl_slist_free_all(t->headers);
     t->headers = NULL;
     omx_buf_free(&t->head);
+    scan_free(t);
     unref(L, &t->res_ref);
     unref(L, &t->req_ref);
     unref(L, &t->fn_ref);

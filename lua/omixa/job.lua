@@ -174,6 +174,8 @@ local function send_attempt(j)
   local req = spec.transfer_options{
     url = spec.url, method = method, body = spec.body,
     headers = add_extra_headers(spec, spec.header_lines(key), method, spec.url, spec.body),
+    -- an image answer is decoded while it arrives (response.parse takes the result)
+    scan_images = spec.parse == nil,
   }
   local on_progress = spec.co.on_progress
   if on_progress then
@@ -292,8 +294,9 @@ local function on_main(j, tr)
     local body = res.body
     local on_progress = spec.co.on_progress
     if on_progress then
+      local received = res.received_bytes or body:len()
       local ok, go_on = pcall(on_progress, progress_table("decoding", #spec.body, #spec.body,
-        body:len(), body:len(), j.attempt))
+        received, received, j.attempt))
       if not ok then body:close(); return finish_raise(j, go_on) end
       if go_on == false then
         body:close()
@@ -323,7 +326,12 @@ local function on_main(j, tr)
       f.retryable = f.maybe_billed
       return finish_error(j, f)
     end
-    local images, info, pending = (spec.parse or response.parse)(res.status, res.headers, body, { model = spec.model })
+    -- The transfer keeps its result table until its own finalizer: the
+    -- images must not wait that long (they can be megabytes).
+    local scanned = { model = spec.model, images = res.images, rest = res.rest,
+                      scan_error = res.scan_error, scan_what = res.scan_what }
+    res.images, res.rest = nil, nil
+    local images, info, pending = (spec.parse or response.parse)(res.status, res.headers, body, scanned)
     body:close()
     if images then
       info.attempts = j.attempt

@@ -110,6 +110,9 @@ end
 -- response.parse(status, headers, body, ctx) -> images, info | nil, fields
 --   headers: lower-case names; body: string or omixa.buffer
 --   ctx.model: the model asked for
+--   ctx.images, ctx.rest | ctx.scan_error, ctx.scan_what: the body already
+--     scanned by the transport while it arrived (BODY then holds only its
+--     first bytes, for messages)
 -- Items that carry only a url come back as false placeholders, with a third
 -- result { { index =, url = }, ... } for the caller to fetch (then collect).
 function response.parse(status, headers, body, ctx)
@@ -133,7 +136,14 @@ function response.parse(status, headers, body, ctx)
     return { bytes }, info
   end
 
-  local imgs, rest, what = core.decode_images(body)
+  local imgs, rest, what
+  if ctx.images then
+    imgs, rest = ctx.images, ctx.rest
+  elseif ctx.scan_error then
+    rest, what = ctx.scan_error, ctx.scan_what
+  else
+    imgs, rest, what = core.decode_images(body)
+  end
   if not imgs then
     return nil, protocol(status, headers, body,
       (what == "base64" and "bad base64 in the response: " or "malformed JSON in the response: ") .. rest)
@@ -146,8 +156,7 @@ function response.parse(status, headers, body, ctx)
     return nil, protocol(status, headers, body, "the response is not a JSON object")
   end
   if type(doc.error) == "table" then
-    local f = api_error(status, headers, body)
-    return nil, f
+    return nil, api_error(status, headers, rest) -- REST: the whole JSON, with no image in it
   end
 
   local out, pending = {}, nil

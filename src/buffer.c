@@ -32,6 +32,21 @@ int omx_buf_reserve(omx_buf *b, size_t extra)
     return 0;
 }
 
+int omx_buf_reserve_exact(omx_buf *b, size_t extra)
+{
+    char *p;
+    if (extra > (size_t)-1 - b->len)
+        return -1;
+    if (b->len + extra <= b->cap)
+        return 0;
+    p = realloc(b->data, b->len + extra);
+    if (p == NULL)
+        return -1;
+    b->data = p;
+    b->cap = b->len + extra;
+    return 0;
+}
+
 int omx_buf_append(omx_buf *b, const void *p, size_t n)
 {
     if (n == 0)

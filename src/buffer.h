@@ -15,6 +15,9 @@ typedef struct omx_buf {
 void omx_buf_init(omx_buf *b);
 /* Make room for EXTRA more bytes; 0 on success, -1 when out of memory. */
 int omx_buf_reserve(omx_buf *b, size_t extra);
+/* Likewise, but grow to exactly len + EXTRA bytes (for a size known in
+ * advance, such as a request body: one allocation, nothing spare). */
+int omx_buf_reserve_exact(omx_buf *b, size_t extra);
 int omx_buf_append(omx_buf *b, const void *p, size_t n);
 void omx_buf_free(omx_buf *b);
 

@@ -14,5 +14,6 @@ void omx_json_open(lua_State *L);      /* json.c      */
 void omx_sse_open(lua_State *L);       /* sse.c       */
 void omx_transport_open(lua_State *L); /* transport.c */
 void omx_crypto_open(lua_State *L);    /* crypto.c    */
+void omx_body_open(lua_State *L);      /* body.c      */
 
 #endif

@@ -22,6 +22,7 @@ int luaopen_omixa_core(lua_State *L)
     omx_sse_open(L);
     omx_transport_open(L);
     omx_crypto_open(L);
+    omx_body_open(L);
     lua_pushliteral(L, OMIXA_VERSION);
     lua_setfield(L, -2, "_VERSION");
     return 1;

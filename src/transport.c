@@ -23,7 +23,7 @@
  *   core.now(), core.sleep(s), core.curl_version()
  *
  * req = { url =, method = "GET"|"POST", headers = { "Name: value", ... },
- *         body = string|nil, timeout =, connect_timeout =, idle_timeout =
+ *         body = string|buffer|nil, timeout =, connect_timeout =, idle_timeout =
  *         (seconds), ca_file =, ca_path =, insecure =, proxy =, user_agent =,
  *         max_response_bytes =, scan_images = bool, progress =
  *         function(phase, sent, send_total, received, receive_total) -> false
@@ -120,6 +120,7 @@ typedef struct transfer {
     size_t max_response, rx_total; /* rx_total: body bytes, taken or not */
     curl_off_t upload_total;
     const char *body_src;       /* the request body (anchored by req_ref) */
+    const omx_buf *body_buf;    /* or the buffer holding it, read through */
     size_t body_len, body_pos;
     double idle_timeout, last_rx_time, last_call;
     int got_headers, headers_done, phase;
@@ -523,9 +524,17 @@ static size_t on_read(char *dst, size_t size, size_t n, void *ud)
 {
     transfer *t = (transfer *)ud;
     size_t room = size * n, left = t->body_len - t->body_pos;
+    const char *src = t->body_src;
+    if (t->body_buf != NULL) {
+        /* Closed (or cut) under a running transfer: fail it, never read
+         * freed memory. */
+        if (t->body_buf->data == NULL || t->body_buf->len < t->body_len)
+            return left > 0 ? CURL_READFUNC_ABORT : 0;
+        src = t->body_buf->data;
+    }
     if (room > left)
         room = left;
-    memcpy(dst, t->body_src + t->body_pos, room);
+    memcpy(dst, src + t->body_pos, room);
     t->body_pos += room;
     return room;
 }
@@ -631,9 +640,18 @@ static void setup(lua_State *L, multi *m, transfer *t, int req)
     if ((v = opt_string(L, req, "user_agent")) != NULL)
         curl_easy_setopt(e, CURLOPT_USERAGENT, v);
 
+    /* A string or an omixa.buffer, anchored by the request table. */
     lua_getfield(L, req, "body");
-    if (lua_type(L, -1) == LUA_TSTRING)
-        body = lua_tolstring(L, -1, &body_len); /* anchored by the request table */
+    t->body_buf = NULL;
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        body = lua_tolstring(L, -1, &body_len);
+    } else if (!lua_isnil(L, -1)) {
+        t->body_buf = (const omx_buf *)omx_testudata(L, -1, OMX_BUFFER);
+        if (t->body_buf == NULL)
+            luaL_error(L, "omixa: request body must be a string or an omixa.buffer (got %s)",
+                       luaL_typename(L, -1));
+        body_len = t->body_buf->len;
+    }
     lua_pop(L, 1);
     t->upload_total = (curl_off_t)body_len;
     t->body_src = body ? body : "";

@@ -240,10 +240,15 @@ local function build(self, request, call_opts, level)
     end
     prepared.fields[#prepared.fields + 1] = { "stream", true }
   end
-  local body = wire.encode(prepared)
-  if #body > self.max_request_bytes then
+  -- The body is an omixa.buffer: whoever ends up with it closes it (the job
+  -- when it finishes), so that its megabytes go at once, not at a collection.
+  local body, berr = wire.encode(prepared)
+  if not body then error(berr, level + 1) end
+  local size = body:len()
+  if size > self.max_request_bytes then
+    body:close()
     error(format("omixa: the request body is %.1f MiB, over max_request_bytes (%.1f MiB) by %d bytes",
-      #body / MiB, self.max_request_bytes / MiB, #body - self.max_request_bytes), level + 1)
+      size / MiB, self.max_request_bytes / MiB, size - self.max_request_bytes), level + 1)
   end
   return prepared, body, co, streaming
 end
@@ -332,12 +337,12 @@ local function launch(self, prepared, body, co, streaming)
   local eng, g = engine_of(self), secrets[self].guard
   local url = self.base_url .. "/images/generations"
   local key, imgs, info = g:lookup(url, body)
-  if imgs then return job.finished(eng, imgs, info) end
+  if imgs then body:close(); return job.finished(eng, imgs, info) end
   local spec, err = job_spec(self, prepared, body, co, streaming)
-  if not spec then return job.finished(eng, nil, err) end
+  if not spec then body:close(); return job.finished(eng, nil, err) end
   local hold
   hold, err = g:hold(prepared)
-  if not hold then return job.finished(eng, nil, err) end
+  if not hold then body:close(); return job.finished(eng, nil, err) end
   spec.on_finish = g:finisher(hold, key)
   return job.start(eng, add_signer(self, spec))
 end
@@ -371,7 +376,10 @@ function Client:generate_many(requests, call_opts)
   local built = {}
   for i = 1, #requests do
     local ok, prepared, body, co, streaming = pcall(build, self, requests[i], call_opts, 1)
-    if not ok then error(format("omixa: request %d: %s", i, (tostring(prepared):gsub("^omixa: ", ""))), 2) end
+    if not ok then
+      for _, b in ipairs(built) do b[2]:close() end
+      error(format("omixa: request %d: %s", i, (tostring(prepared):gsub("^omixa: ", ""))), 2)
+    end
     built[i] = { prepared, body, co, streaming }
   end
   local jobs = {}
@@ -437,16 +445,18 @@ end
 -- it within 5 minutes); refused (kind "budget") when the estimate would pass
 -- max_spend. Not cached: the client never sees what you send.
 function Client:prepare(request, call_opts)
-  local prepared, body, _, streaming = build(self, request, call_opts, 2)
+  local prepared, buf, _, streaming = build(self, request, call_opts, 2)
   local key, kerr = api_key(self)
-  if kerr then return config_error(kerr) end
+  if kerr then buf:close(); return config_error(kerr) end
   local g = secrets[self].guard
   local ok, berr = g:check(prepared)
-  if not ok then return nil, berr end
+  if not ok then buf:close(); return nil, berr end
   local url = self.base_url .. "/images/generations"
   local lines = header_lines(self, key, streaming)
   local sign = add_signer(self, {}).extra_headers
-  for _, line in ipairs(sign and sign("POST", url, body) or {}) do lines[#lines + 1] = line end
+  for _, line in ipairs(sign and sign("POST", url, buf) or {}) do lines[#lines + 1] = line end
+  local body = buf:string() -- the contract: plain data, the body a string
+  buf:close()
   local headers = {}
   for _, line in ipairs(lines) do
     local k, v = match(line, "^([^:]+): (.*)$")
@@ -487,8 +497,9 @@ end
 -- The body as it would be sent, image data replaced by its byte count
 -- (the CLI's --dry-run). Raises on misuse like generate.
 function M.dry_run(self, request)
-  local prepared = build(self, request, nil, 2)
-  return wire.encode(prepared, true)
+  local prepared, body = build(self, request, nil, 2)
+  body:close()
+  return wire.redacted(prepared)
 end
 
 -- client:stream_parser(call_opts) -> p: p:feed(chunk) -> true | nil, err;

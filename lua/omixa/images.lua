@@ -106,15 +106,40 @@ local function from_data_url(url, where)
   return { mime = mime, bytes = #bytes, url = url }
 end
 
+-- A file is sniffed from its first bytes and measured here; the rest is
+-- read only when the body is built (omixa.wire), straight into its base64,
+-- so its bytes never become a Lua string. SNIFF_BYTES covers every header
+-- core.sniff needs for the mime type.
+local SNIFF_BYTES = 4096
+
 local function from_path(path, where)
   if path == "" then return fail("field '%s' is an empty path", where) end
-  local bytes, err = read_file(path)
-  if not bytes then return fail("field '%s': cannot read image file: %s", where, tostring(err)) end
-  return from_bytes(bytes, nil, where)
+  local f, err = open(path, "rb")
+  if not f then return fail("field '%s': cannot read image file: %s", where, tostring(err)) end
+  local head, rerr = f:read(SNIFF_BYTES)
+  if not head and rerr then
+    f:close()
+    return fail("field '%s': cannot read image file: %s: %s", where, path, tostring(rerr))
+  end
+  head = head or ""
+  local size = f:seek("end")
+  if not size or size < #head then -- a pipe, a /proc file: no size but by reading it all
+    if size then f:seek("set", #head) end
+    local rest = f:read("*a")
+    f:close()
+    return from_bytes(head .. (rest or ""), nil, where)
+  end
+  f:close()
+  local info = core.sniff(head)
+  if not info then
+    return fail("field '%s' is not a PNG, JPEG, WebP, GIF, HEIC/HEIF or AVIF image (pass mime = ... for other types)", where)
+  end
+  return { mime = info.mime, bytes = size, path = path, where = where }
 end
 
 -- Resolve one input image item (see API.md "Requests") into
--- { mime =, bytes = <size>, data = <raw bytes> | url = <data URL> }.
+-- { mime =, bytes = <size>, data = <raw bytes> | url = <data URL>
+--   | path = <file>, where = <field> }.
 function images.resolve(item, where)
   local t = type(item)
   if t == "string" then

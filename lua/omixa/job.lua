@@ -137,6 +137,10 @@ local function finish(j, images, info_or_err)
   j.transfer = nil
   j.eng.streaming[j] = nil
   if j.sse then j.sse:close() end
+  -- The request body (an omixa.buffer) is freed now: no attempt follows, and
+  -- no transfer still reads it (each is finished before its job).
+  local body = j.spec.body
+  if type(body) == "userdata" then body:close() end
   release_slot(j.eng, j)
   -- spec.on_finish(j, images, info_or_err): the client settles its budget
   -- hold, fills its cache and logs the outcome; once per job.
@@ -473,7 +477,8 @@ end
 
 -- ---- jobs ----
 
--- spec = { url =, body =, model =, co = call options, api_key = function()
+-- spec = { url =, body = string | omixa.buffer (the job closes a buffer when it
+--   finishes), model =, co = call options, api_key = function()
 --   -> key | nil, err, header_lines = function(key) -> lines,
 --   transfer_options = function(req) -> req, max_retries =, retry_unknown =,
 --   and optional hooks: method = "GET" (default "POST"), parse = function(status,

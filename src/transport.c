@@ -51,7 +51,6 @@
  * anchored in the registry until the transfer is finished. */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MADV_HUGEPAGE */
 #include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,8 +75,8 @@
 #define EASY_POOL 8            /* idle easy handles kept for reuse */
 #define NO_TIME 0.0
 #define SCAN_EXCERPT 2048      /* body bytes kept when scanning */
-#define GC_HINT_BYTES (1u << 20) /* images this big are paid for first */
 #define BIG_ROOM (1u << 20)      /* image rooms this big are mapped pages */
+#define RECV_BUFFER 524288L      /* bytes per read from the socket (curl: 16 KiB) */
 
 enum phase { PH_NONE, PH_CONNECTING, PH_UPLOADING, PH_WAITING, PH_RECEIVING };
 static const char *const phase_names[] = {
@@ -99,7 +98,7 @@ typedef struct scan_sink {
     size_t nimgs, cap;
     omx_buf rest;
     size_t hint, fed;           /* Content-Length (0: unknown), bytes fed */
-    int paid;                   /* the collector was told at the start */
+    omx_buf *spare;             /* the multi's spare room (see room_free) */
 } scan_sink;
 
 enum { SCAN_OFF, SCAN_WANTED, SCAN_ON, SCAN_NOT };
@@ -142,7 +141,7 @@ struct multi {
     int npool;
     lua_State *L;               /* during poll only */
     int trampoline;             /* its stack index during poll */
-    size_t gc_kb;               /* images on their way: paid for at the end of poll */
+    omx_buf spare;              /* an image room kept for the next response */
 };
 
 static double now_seconds(void)
@@ -249,10 +248,14 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 
 /* ---- the image scan of a response body ---- */
 
-/* Image rooms: small ones from malloc; big ones are pages of their own,
- * given back to the system the moment the image is a Lua string (malloc
- * would keep them, and raise its own mmap threshold after the first). */
-static void room_free(omx_buf *b)
+/* Image rooms: small ones from malloc; big ones are pages of their own
+ * (huge pages where the kernel allows: a few faults instead of thousands).
+ * The multi keeps the biggest one of its last response for the next
+ * (SPARE), so a client receiving big images in a row decodes into pages
+ * that are already there: no fault, no zeroing; client:close() (the
+ * multi's close) gives it back. (MADV_FREE on the spare was measured: it
+ * makes the next use slower than fresh pages.) */
+static void unmap_room(omx_buf *b)
 {
     if (b->cap >= BIG_ROOM)
         munmap(b->data, b->cap);
@@ -261,12 +264,31 @@ static void room_free(omx_buf *b)
     omx_buf_init(b);
 }
 
-static int room_grow(omx_buf *b, size_t have, size_t want)
+static void room_free(omx_buf *spare, omx_buf *b)
+{
+    if (spare != NULL && b->cap >= BIG_ROOM && b->cap > spare->cap) {
+        unmap_room(spare);
+        *spare = *b;
+        spare->len = 0;
+        omx_buf_init(b);
+        return;
+    }
+    unmap_room(b);
+}
+
+static int room_grow(omx_buf *spare, omx_buf *b, size_t have, size_t want)
 {
     char *d;
     if (want < BIG_ROOM) {
         if ((d = (char *)realloc(b->data, want)) == NULL)
             return -1;
+    } else if (spare != NULL && spare->cap >= want) {
+        d = spare->data;
+        want = spare->cap;
+        omx_buf_init(spare);
+        if (have > 0)
+            memcpy(d, b->data, have);
+        unmap_room(b);
     } else {
         long page = sysconf(_SC_PAGESIZE);
         size_t ps = page > 0 ? (size_t)page : 4096;
@@ -281,10 +303,7 @@ static int room_grow(omx_buf *b, size_t have, size_t want)
 #endif
         if (have > 0)
             memcpy(d, b->data, have);
-        if (b->cap >= BIG_ROOM)
-            munmap(b->data, b->cap);
-        else
-            free(b->data);
+        unmap_room(b);
     }
     b->data = d;
     b->cap = want;
@@ -304,7 +323,7 @@ static unsigned char *sink_room(void *ud, size_t index, size_t have, size_t need
             want = (k->hint - k->fed) / 4 * 3 + 8;
         if (b->cap > 0 && b->cap < (size_t)-1 / 2 && b->cap * 2 > want)
             want = b->cap * 2;
-        if (room_grow(b, have, want) != 0)
+        if (room_grow(k->spare, b, have, want) != 0)
             return NULL;
     }
     b->len = have;
@@ -341,9 +360,9 @@ static void scan_free(transfer *t)
     if (k == NULL)
         return;
     for (i = 0; i < k->nimgs; i++)
-        room_free(&k->imgs[i]);
+        room_free(k->spare, &k->imgs[i]);
     free(k->imgs);
-    room_free(&k->cur);
+    room_free(k->spare, &k->cur);
     omx_buf_free(&k->rest);
     free(k);
     t->scan = NULL;
@@ -387,10 +406,7 @@ static int scan_decide(transfer *t)
     if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK
         && cl > 0 && (!t->max_response || (size_t)cl <= t->max_response))
         k->hint = (size_t)cl;
-    if (k->hint / 4 * 3 >= GC_HINT_BYTES && t->m != NULL) {
-        t->m->gc_kb += k->hint / 4 * 3 / 1024; /* see multi_poll */
-        k->paid = 1;
-    }
+    k->spare = t->m != NULL ? &t->m->spare : NULL;
     t->scan = k;
     t->scan_mode = SCAN_ON;
     return 0;
@@ -613,6 +629,7 @@ static void setup(lua_State *L, multi *m, transfer *t, int req)
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, RECV_BUFFER);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
@@ -862,7 +879,7 @@ static int push_scan_result(lua_State *L)
 {
     transfer *t = (transfer *)lua_touserdata(L, 2);
     scan_sink *k = t->scan;
-    size_t i, total;
+    size_t i;
     int rc = omx_json_scan_finish(&k->js);
     if (rc != OMX_JSON_OK) {
         lua_pushstring(L, k->js.err.message);
@@ -871,27 +888,12 @@ static int push_scan_result(lua_State *L)
         lua_setfield(L, 1, "scan_what");
         return 0;
     }
-    for (i = 0, total = 0; i < k->nimgs; i++)
-        total += k->imgs[i].len;
-    /* Big strings are about to be made: let the collector first pay for
-     * them (as lua_gc's step does for memory held outside Lua), so that the
-     * images of earlier responses, now garbage, go before these arrive.
-     * Lua 5.4 otherwise lets several such generations pile up. Done at
-     * the start instead when Content-Length said (see multi_poll). */
-    if (k->paid && t->m != NULL && t->m->gc_kb > 0) {
-        /* told at the start, but the whole body came within one poll */
-        size_t kb = t->m->gc_kb;
-        t->m->gc_kb = 0;
-        lua_gc(L, LUA_GCSTEP, kb > INT_MAX ? INT_MAX : (int)kb);
-    } else if (total >= GC_HINT_BYTES && !k->paid) {
-        lua_gc(L, LUA_GCSTEP, (int)(total / 1024 > INT_MAX ? INT_MAX : total / 1024));
-    }
     lua_createtable(L, (int)k->nimgs, 0);
     for (i = 0; i < k->nimgs; i++) {
         omx_buf *b = &k->imgs[i];
         lua_pushlstring(L, b->data ? b->data : "", b->len);
         lua_rawseti(L, -2, (int)i + 1);
-        room_free(b); /* now, not at the end: the peak stays one image */
+        room_free(k->spare, b); /* now, not at the end: the peak stays one image */
     }
     lua_setfield(L, 1, "images");
     lua_pushlstring(L, k->rest.data ? k->rest.data : "", k->rest.len);
@@ -1109,17 +1111,6 @@ static int multi_poll(lua_State *L)
     }
     arm_timer(m);
     lua_settop(L, 3);
-    if (m->gc_kb > 0) {
-        /* Big images began to arrive: the collector pays for them now (as
-         * lua_gc's step does for memory held outside Lua), while their
-         * pages are still untouched, so that the images of earlier
-         * responses, now garbage, are gone before these take their room.
-         * Last, outside curl and with this poll's work done: finalizers
-         * may run here. */
-        size_t kb = m->gc_kb;
-        m->gc_kb = 0;
-        lua_gc(L, LUA_GCSTEP, kb > INT_MAX ? INT_MAX : (int)kb);
-    }
     return 1;
 }
 
@@ -1162,6 +1153,7 @@ static void multi_free(lua_State *L, multi *m)
     if (m->share) curl_share_cleanup(m->share);
     if (m->epfd >= 0) close(m->epfd);
     if (m->tfd >= 0) close(m->tfd);
+    unmap_room(&m->spare);
     m->cm = NULL;
     m->share = NULL;
     m->epfd = m->tfd = -1;

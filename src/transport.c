@@ -76,6 +76,7 @@
 #define NO_TIME 0.0
 #define SCAN_EXCERPT 2048      /* body bytes kept when scanning */
 #define BIG_ROOM (1u << 20)      /* image rooms this big are mapped pages */
+#define SPARES 4                 /* big rooms a client keeps (images per answer) */
 #define RECV_BUFFER 524288L      /* bytes per read from the socket (curl: 16 KiB) */
 
 enum phase { PH_NONE, PH_CONNECTING, PH_UPLOADING, PH_WAITING, PH_RECEIVING };
@@ -98,7 +99,7 @@ typedef struct scan_sink {
     size_t nimgs, cap;
     omx_buf rest;
     size_t hint, fed;           /* Content-Length (0: unknown), bytes fed */
-    omx_buf *spare;             /* the multi's spare room (see room_free) */
+    omx_buf *spare;             /* the multi's spare rooms (see room_free) */
 } scan_sink;
 
 enum { SCAN_OFF, SCAN_WANTED, SCAN_ON, SCAN_NOT };
@@ -141,7 +142,7 @@ struct multi {
     int npool;
     lua_State *L;               /* during poll only */
     int trampoline;             /* its stack index during poll */
-    omx_buf spare;              /* an image room kept for the next response */
+    omx_buf spare[SPARES];      /* image rooms kept for the next response */
 };
 
 static double now_seconds(void)
@@ -264,16 +265,38 @@ static void unmap_room(omx_buf *b)
     omx_buf_init(b);
 }
 
+/* Done with room B: kept in a free slot of SPARE (or instead of a smaller
+ * one), else given back. */
 static void room_free(omx_buf *spare, omx_buf *b)
 {
-    if (spare != NULL && b->cap >= BIG_ROOM && b->cap > spare->cap) {
-        unmap_room(spare);
-        *spare = *b;
-        spare->len = 0;
-        omx_buf_init(b);
-        return;
+    if (spare != NULL && b->cap >= BIG_ROOM) {
+        omx_buf *slot = NULL;
+        int i;
+        for (i = 0; i < SPARES; i++)
+            if (slot == NULL || spare[i].cap < slot->cap)
+                slot = &spare[i];
+        if (slot->cap < b->cap) {
+            unmap_room(slot);
+            *slot = *b;
+            slot->len = 0;
+            omx_buf_init(b);
+            return;
+        }
     }
     unmap_room(b);
+}
+
+/* The smallest room of SPARE that holds WANT bytes, or NULL. */
+static omx_buf *fitting_spare(omx_buf *spare, size_t want)
+{
+    omx_buf *best = NULL;
+    int i;
+    if (spare == NULL)
+        return NULL;
+    for (i = 0; i < SPARES; i++)
+        if (spare[i].cap >= want && (best == NULL || spare[i].cap < best->cap))
+            best = &spare[i];
+    return best;
 }
 
 static int room_grow(omx_buf *spare, omx_buf *b, size_t have, size_t want)
@@ -282,7 +305,7 @@ static int room_grow(omx_buf *spare, omx_buf *b, size_t have, size_t want)
     if (want < BIG_ROOM) {
         if ((d = (char *)realloc(b->data, want)) == NULL)
             return -1;
-    } else if (spare != NULL && spare->cap >= want) {
+    } else if ((spare = fitting_spare(spare, want)) != NULL) {
         d = spare->data;
         want = spare->cap;
         omx_buf_init(spare);
@@ -318,9 +341,17 @@ static unsigned char *sink_room(void *ud, size_t index, size_t have, size_t need
     omx_buf *b = &k->cur;
     (void)index;
     if (b->cap < need) {
-        size_t want = need;
-        if (k->hint > k->fed && (k->hint - k->fed) / 4 * 3 + 8 > want)
-            want = (k->hint - k->fed) / 4 * 3 + 8;
+        size_t want = need, guess = 0;
+        if (k->hint > k->fed)
+            guess = (k->hint - k->fed) / 4 * 3 + 8; /* all that is still to come */
+        if (k->nimgs > 0 && guess > 0) {
+            /* a later image: likely the size of the one before */
+            size_t prev = k->imgs[k->nimgs - 1].len;
+            if (prev + prev / 8 + 64 < guess)
+                guess = prev + prev / 8 + 64;
+        }
+        if (guess > want)
+            want = guess;
         if (b->cap > 0 && b->cap < (size_t)-1 / 2 && b->cap * 2 > want)
             want = b->cap * 2;
         if (room_grow(k->spare, b, have, want) != 0)
@@ -406,7 +437,7 @@ static int scan_decide(transfer *t)
     if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK
         && cl > 0 && (!t->max_response || (size_t)cl <= t->max_response))
         k->hint = (size_t)cl;
-    k->spare = t->m != NULL ? &t->m->spare : NULL;
+    k->spare = t->m != NULL ? t->m->spare : NULL;
     t->scan = k;
     t->scan_mode = SCAN_ON;
     return 0;
@@ -1153,7 +1184,8 @@ static void multi_free(lua_State *L, multi *m)
     if (m->share) curl_share_cleanup(m->share);
     if (m->epfd >= 0) close(m->epfd);
     if (m->tfd >= 0) close(m->tfd);
-    unmap_room(&m->spare);
+    for (i = 0; i < SPARES; i++)
+        unmap_room(&m->spare[i]);
     m->cm = NULL;
     m->share = NULL;
     m->epfd = m->tfd = -1;

@@ -510,6 +510,7 @@ function Client:stream_parser(call_opts)
   local co, err = check_options(call_opts, CALL_OPTIONS, "call option")
   if not co then error(err, 2) end
   local s = stream.new(co, { model = self.model, max_bytes = self.max_response_bytes })
+  local g, counted = secrets[self].guard, false
   local p = {}
   function p.feed(_, chunk)
     local ok, fields = s:feed(chunk)
@@ -520,7 +521,11 @@ function Client:stream_parser(call_opts)
   function p.finish()
     local imgs, info = s:finish()
     info.attempts = 1
-    if imgs then return imgs, info end
+    if imgs then
+      -- counted in client:spent() as parse does, once however often finish is called
+      if not counted then counted = true; g:add(info.billed_amount) end
+      return imgs, info
+    end
     return nil, errors.new(info)
   end
   function p.close() s:close() end

@@ -203,6 +203,20 @@ describe("max_spend, through the client", function()
     c:close()
   end)
 
+  it("parse counts what was billed when its url-only items come through fetch", function()
+    local c = client{ max_spend = "0.05" }
+    local png = omixa.b64decode(
+      "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+    local body = '{"created":1,"data":[{"url":"http://127.0.0.1:1/a"}],"usage":{"billed_amount":"0.040000"}}'
+    assert.is_table((c:parse(200, body, nil, function() return png end)))
+    assert.equal("0.040000", c:spent())
+    -- billed even when the image could not be fetched
+    local none = c:parse(200, body, nil, function() return nil, "refused" end)
+    assert.is_nil(none)
+    assert.equal("0.080000", c:spent())
+    c:close()
+  end)
+
   it("omixa --budget refuses before sending (exit 5) and rejects a bad amount (exit 2)", function()
     local dir = helpers.tmpdir()
     local cli = helpers.quote(helpers.interpreter) .. " " .. helpers.quote(helpers.root .. "/bin/omixa")

@@ -6,7 +6,9 @@
 -- blocked worker would take 8 s or more). GET /image/stream relays the
 -- service's partial images as server-sent events over an ngx cosocket: they
 -- reach the client as they come, the final image byte for byte, errors as an
--- error event, and the worker answers other requests meanwhile.
+-- error event, and the worker answers other requests meanwhile. An answer
+-- whose items carry only a url has its images read over a cosocket too
+-- (omixa_fetch, client:parse's fetch), never with omixa's blocking libcurl.
 --
 -- nginx embeds LuaJIT, so this runs once, in the LuaJIT pass of `make test`
 -- (it builds the LuaJIT core itself if needed); other interpreters mark it
@@ -372,34 +374,81 @@ describe("examples/openresty in nginx", function()
     assert.same({}, srv:requests())
   end)
 
-  -- Known issue (reported, not fixed here: lua/omixa is not this branch's):
-  -- an answer whose items carry only a `url` makes client:parse download
-  -- the images itself, with a blocking wait, inside the nginx worker. A
-  -- download that is slow to connect then stalls every request of the
-  -- worker. Runs (and fails) with OMIXA_SPEC_KNOWN_ISSUES=1.
-  it("url-only answers: parse's downloads do not block the worker", function()
-    if not os.getenv("OMIXA_SPEC_KNOWN_ISSUES") then
-      pending("client:parse downloads url-only images with a blocking wait (OMIXA_SPEC_KNOWN_ISSUES=1 runs it)")
-      return
-    end
+  -- Url-only answers: client:parse gets the images through omixa_fetch's
+  -- cosocket (its 4th argument), never through omixa's blocking libcurl.
+  it("url-only answers: /image reads the images over a cosocket, byte for byte", function()
+    srv:faults{ { url_only = true } }
+    local ok, _, out = helpers.run("curl -sS -D - -o " .. q(dir .. "/byurl") .. " "
+      .. q(base .. "/image?prompt=by%20url&size=0.5K"))
+    assert(ok, out)
+    assert.matches("^HTTP/1%.1 200", out)
+    local fetches = srv:fetches()
+    assert.equal(1, #fetches)
+    assert.is_nil(fetches[1].headers["user-agent"]) -- omixa_fetch's GET, not omixa's libcurl
+    local served = select(3, helpers.run("curl -sS " .. q(srv.origin .. fetches[1].uri)))
+    assert.equal(#served, #read(dir .. "/byurl"))
+    assert.is_true(read(dir .. "/byurl") == served, "not the image the stand-in serves at its url")
+    assert.equal(512, omixa.sniff(served).width)
+  end)
+
+  it("url-only answers: the downloads do not block the worker", function()
     local hole = require("blackhole").open() -- connects there never complete
     srv:faults{ { url_only = true, url_base = "http://127.0.0.1:" .. hole.port } }
     local now = require("omixa.core").now
     local t0 = now()
-    -- A: its image url never connects (the client's connect_timeout, 10 s);
-    -- B: a plain request, sent 0.3 s later, that the worker should serve at once.
+    -- A: its image url never connects (omixa_fetch's connect timeout, 10 s);
+    -- B: a plain request, sent 0.3 s later, that the worker serves at once.
     local ok, _, out, err = helpers.run("curl -sS -o /dev/null -w 'A %{http_code} %{time_total}\\n' --max-time 30 "
       .. q(base .. "/image?prompt=url%20only") .. " & sleep 0.3; curl -sS -o /dev/null"
       .. " -w 'B %{http_code} %{time_total}\\n' --max-time 30 " .. q(base .. "/image?prompt=plain") .. "; wait")
     hole:close()
     assert(ok, out .. err)
     local b = tonumber(out:match("B 200 ([%d.]+)"))
+    local a = tonumber(out:match("A 502 ([%d.]+)"))
     print(("\n  openresty, url-only answer: %s (%.2f s in all)"):format(out:gsub("\n", "; "), now() - t0))
+    assert.truthy(a, "A: the image that never came is a 502: " .. out)
     assert.truthy(b and b < 2, "B waited for A's download: " .. out)
+    assert.truthy(a > b + 1, "A ended before B: it never waited for its image: " .. out)
+  end)
+
+  it("url-only answers: /image/stream relays the images of a whole answer, read over a cosocket", function()
+    -- a url-only answer of the stand-in, its images stored there, sent back
+    -- whole (not as a stream) to the relay's streaming request
+    srv:faults{ { url_only = true, revised_prompt = "a better koi" } }
+    local direct = omixa.new{ base_url = srv.url, max_retries = 0 }
+    local req = assert(direct:prepare{ prompt = "a koi pond", n = 2, size = "0.5K" })
+    direct:close()
+    write(dir .. "/req.json", req.body)
+    local ok, _, answer = helpers.run("curl -sS -X POST -H 'Content-Type: application/json' --data-binary @"
+      .. q(dir .. "/req.json") .. " " .. q(req.url))
+    assert(ok, answer)
+    local want = {}
+    for url in answer:gmatch('"url":"([^"]+)"') do
+      want[#want + 1] = select(3, helpers.run("curl -sS " .. q((url:gsub("\\/", "/")))))
+    end
+    assert.equal(2, #want)
+    srv:faults{ { status = 200, body = answer } }
+    local c = sse_get("prompt=a%20koi%20pond&size=0.5K")
+    run_until(c.ended, 30)
+    assert.same({ "image", "image", "done" }, c.names(), c.out:sub(1, 300))
+    for i = 1, 2 do
+      local e = c.events[i].data
+      assert.equal(i, e.index)
+      assert.equal("image/png", e.mime)
+      assert.equal("a better koi", e.revised_prompt)
+      assert.is_true(omixa.b64decode(e.b64) == want[i], "image " .. i .. " differs from the stand-in's")
+    end
+    assert.equal(2, c.events[3].data.images)
+    assert.equal("0.080000", c.events[3].data.billed_amount)
+    local fetches = srv:fetches()
+    assert.equal(4, #fetches) -- two by this spec's curl, two by the relay
+    for i = 3, 4 do
+      assert.is_nil(fetches[i].headers["user-agent"], "the relay's GET " .. i .. " came from omixa's libcurl")
+    end
   end)
 end)
 
-describe("examples/openresty/omixa_http1, the stream relay's response reader", function()
+describe("examples/openresty/omixa_http1, the relay's response reader (and omixa_fetch's)", function()
   local http1, saved_path
   setup(function()
     saved_path = package.path
@@ -456,6 +505,16 @@ describe("examples/openresty/omixa_http1, the stream relay's response reader", f
     assert.equal("a, b", r.headers["via"])
     assert.is_true(r:done())
     assert.equal("", body)
+  end)
+
+  it("omixa_fetch connects where a url says, whatever user info pretends", function()
+    local split = require("omixa_fetch").split_url
+    assert.same({ "http", "127.0.0.1", 8080, "/_omixa/images/a?x=1", "127.0.0.1:8080" },
+      { split("http://127.0.0.1:8080/_omixa/images/a?x=1#frag") })
+    assert.same({ "https", "::1", 443, "/", "[::1]" }, { split("HTTPS://[::1]") })
+    assert.same({ "http", "localhost", 9, "/?q", "localhost:9" }, { split("http://127.0.0.1:1@localhost:9?q") })
+    assert.is_nil(split("ftp://127.0.0.1/x"))
+    assert.is_nil(split("file:///etc/passwd"))
   end)
 
   it("says where a response was cut, and refuses what is not HTTP/1.x", function()

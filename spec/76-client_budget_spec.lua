@@ -176,6 +176,47 @@ describe("max_spend, through the client", function()
     c:close()
   end)
 
+  it("stream_parser's finish counts what was billed, once; a failed stream counts nothing", function()
+    local c = client{ max_spend = "0.05" }
+    assert.is_table((c:prepare({ prompt = "own stream" }, { stream = true })))
+    local png = omixa.b64encode(omixa.b64decode(
+      "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="))
+    local completed = 'event: image_generation.completed\ndata: {"type":"image_generation.completed","b64_json":"'
+      .. png .. '","usage":{"billed_amount":"0.040000"}}\n\n'
+    local failed = c:stream_parser()
+    assert.is_true((failed:feed('event: image_generation.partial_image\ndata: {"type":'
+      .. '"image_generation.partial_image","b64_json":"' .. png .. '","partial_image_index":0}\n\n')))
+    assert.is_nil((failed:finish())) -- ended before its image
+    assert.equal("0.000000", c:spent())
+    local p = c:stream_parser()
+    assert.is_true((p:feed(completed .. "data: [DONE]\n\n")))
+    local images, info = p:finish()
+    assert.is_table(images, tostring(info))
+    assert.equal("0.040000", info.billed_amount)
+    assert.equal("0.040000", c:spent())
+    assert.is_table((p:finish())) -- the same result again, not counted again
+    assert.equal("0.040000", c:spent())
+    -- the budget knows: the next request's estimate would pass it
+    local none, err = c:prepare({ prompt = "own stream" }, { stream = true })
+    assert.is_nil(none)
+    assert.equal("budget", err.kind)
+    c:close()
+  end)
+
+  it("parse counts what was billed when its url-only items come through fetch", function()
+    local c = client{ max_spend = "0.05" }
+    local png = omixa.b64decode(
+      "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+    local body = '{"created":1,"data":[{"url":"http://127.0.0.1:1/a"}],"usage":{"billed_amount":"0.040000"}}'
+    assert.is_table((c:parse(200, body, nil, function() return png end)))
+    assert.equal("0.040000", c:spent())
+    -- billed even when the image could not be fetched
+    local none = c:parse(200, body, nil, function() return nil, "refused" end)
+    assert.is_nil(none)
+    assert.equal("0.080000", c:spent())
+    c:close()
+  end)
+
   it("omixa --budget refuses before sending (exit 5) and rejects a bad amount (exit 2)", function()
     local dir = helpers.tmpdir()
     local cli = helpers.quote(helpers.interpreter) .. " " .. helpers.quote(helpers.root .. "/bin/omixa")

@@ -3,8 +3,10 @@
 -- image bytes. It never blocks the worker: omixa only builds the request
 -- (client:prepare) and reads the answer (client:parse); the HTTP exchange is
 -- an nginx subrequest (ngx.location.capture) to the internal location
--- /_omixa_upstream, which proxy_passes it to the service. While it waits,
--- the worker serves everything else. See nginx.conf next to this file.
+-- /_omixa_upstream, which proxy_passes it to the service, and an answer
+-- whose items carry only a url has its images read over a cosocket
+-- (omixa_fetch, given to client:parse). While it waits, the worker serves
+-- everything else. See nginx.conf next to this file.
 --
 --   location = /image { content_by_lua_block { require("omixa_image").handle() } }
 --   location = /_omixa_upstream {
@@ -18,6 +20,7 @@
 -- OMIXA_MODEL: list them with `env` in nginx.conf); one per worker.
 
 local omixa = require "omixa"
+local omixa_fetch = require "omixa_fetch"
 
 local ngx = ngx
 local pairs, pcall, tostring, type, min, ceil = pairs, pcall, tostring, type, math.min, math.ceil
@@ -32,6 +35,8 @@ local MAX_ATTEMPTS = 3
 local RETRY = { [408] = true, [409] = true, [429] = true, [503] = true }
 
 local client
+-- url-only items: read over a cosocket, never by omixa's blocking libcurl
+local fetch = omixa_fetch.new()
 
 local function fail(status, message)
   ngx.status = status
@@ -49,7 +54,7 @@ local function exchange(req)
     ctx = { omixa_url = req.url, omixa_headers = req.headers },
   })
   if res.truncated then return nil, nil end
-  return client:parse(res.status, res.body or "", res.header)
+  return client:parse(res.status, res.body or "", res.header, fetch)
 end
 
 function M.handle()

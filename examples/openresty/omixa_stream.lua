@@ -5,7 +5,9 @@
 -- parses the stream (client:stream_parser); the exchange with the service
 -- is an ngx cosocket (ngx.socket.tcp), read with omixa_http1 (chunked,
 -- Content-Length or until close), so the worker serves everything else
--- while it waits. See nginx.conf next to this file.
+-- while it waits. The images of an answer that gives them by url only are
+-- read over cosockets too (omixa_fetch, given to client:parse). See
+-- nginx.conf next to this file.
 --
 --   location = /image/stream {
 --     lua_check_client_abort on;   # a client that leaves ends the exchange
@@ -40,12 +42,13 @@
 
 local omixa = require "omixa"
 local http1 = require "omixa_http1"
+local omixa_fetch = require "omixa_fetch"
 local cjson = require "cjson.safe"
 
 local ngx = ngx
-local pairs, ipairs, pcall, tostring, tonumber, type = pairs, ipairs, pcall, tostring, tonumber, type
+local pairs, ipairs, pcall, tostring, type = pairs, ipairs, pcall, tostring, type
 local concat = table.concat
-local find, sub, lower, match, format = string.find, string.sub, string.lower, string.match, string.format
+local find, sub, lower, format = string.find, string.sub, string.lower, string.format
 
 local M = {}
 
@@ -103,17 +106,9 @@ local function request_id(headers)
   return headers and (headers["x-request-id"] or headers["request-id"] or headers["x-omixa-request-id"])
 end
 
--- scheme, host, port, path of an http(s) URL
-local function split_url(url)
-  local scheme, authority, path = match(url, "^(https?)://([^/?#]+)(.*)$")
-  if not scheme then return nil end
-  local host, port = match(authority, "^%[([^%]]+)%]:?(%d*)$") -- [::1]:8080
-  if not host then host, port = match(authority, "^([^:]+):?(%d*)$") end
-  if not host then return nil end
-  port = tonumber(port) or (scheme == "https" and 443 or 80)
-  if path == "" then path = "/" end
-  return scheme, host, port, path, authority
-end
+local split_url = omixa_fetch.split_url -- scheme, host, port, path, authority
+-- url-only items of a whole answer: read over a cosocket, as the stream is
+local fetch = omixa_fetch.new{ max_bytes = MAX_BODY }
 
 -- The HTTP/1.1 request text for omixa's prepared request.
 local function request_text(req, path, authority)
@@ -253,10 +248,9 @@ local function relay(req)
     end
     info.request_id = info.request_id or request_id(res.headers)
   else
-    -- Not a stream (an error status, or a service that answered whole).
-    -- Known limit: an answer whose items carry only a url makes parse
-    -- download them with a blocking wait.
-    images, info = client:parse(res.status, concat(body), res.headers)
+    -- Not a stream (an error status, or a service that answered whole);
+    -- images given by url only are read over a cosocket too.
+    images, info = client:parse(res.status, concat(body), res.headers, fetch)
     if not images then return info end
     info.partials = 0
   end

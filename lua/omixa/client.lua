@@ -17,6 +17,7 @@ local type, pairs, ipairs, tostring, error, setmetatable, getmetatable =
   type, pairs, ipairs, tostring, error, setmetatable, getmetatable
 local format, match, lower, find = string.format, string.match, string.lower, string.find
 local floor = math.floor
+local now = core.now
 local concat = table.concat
 local getenv = os.getenv
 
@@ -466,10 +467,37 @@ function Client:prepare(request, call_opts)
   return { method = "POST", url = url, headers = headers, body = body }
 end
 
-function Client:parse(status, body, headers)
+-- The headers to send with an image url of a parse's answer through the
+-- caller's fetch: as the built-in downloads, the key and the signature go
+-- only to the service's own origin.
+local function fetch_headers(self, key)
+  local sign = add_signer(self, {}).extra_headers
+  local own = job.origin(self.base_url)
+  return function(url)
+    local out = {}
+    if job.origin(url) ~= own then return out end
+    local lines = {}
+    if key then lines[1] = "Authorization: Bearer " .. key end
+    for _, line in ipairs(sign and sign("GET", url, "") or {}) do lines[#lines + 1] = line end
+    for _, line in ipairs(lines) do
+      local k, v = match(line, "^([^:]+): (.*)$")
+      out[k] = v
+    end
+    return out
+  end
+end
+
+-- client:parse(status, body, headers [, fetch]) -> images, info | nil, err
+-- Url-only items are fetched with fetch(url, headers) -> bytes [, content_type]
+-- | nil, err when given (the caller's transport: omixa never touches the
+-- network), else downloaded here with libcurl, waiting for them.
+function Client:parse(status, body, headers, fetch)
   check_open(self, 2)
   if type(status) ~= "number" then error("omixa: parse: status must be a number", 2) end
   if type(body) ~= "string" then error("omixa: parse: body must be a string", 2) end
+  if fetch ~= nil and type(fetch) ~= "function" then
+    error("omixa: parse: fetch must be a function(url, headers) -> bytes | nil, err (got " .. type(fetch) .. ")", 2)
+  end
   local h = {}
   if headers ~= nil then
     if type(headers) ~= "table" then error("omixa: parse: headers must be a table", 2) end
@@ -480,17 +508,29 @@ function Client:parse(status, body, headers)
     end
   end
   local key = api_key(self)
+  local g = secrets[self].guard
   local imgs, info, pending = response.parse(status, h, body, { model = self.model })
   if imgs then
     info.attempts, info.elapsed = 1, 0
-    secrets[self].guard:add(info.billed_amount) -- counted in client:spent()
+    g:add(info.billed_amount) -- counted in client:spent()
     if not pending then return imgs, info end
-    local spec = add_signer(self, { url = self.base_url, key = key,
-                   transfer_options = function(req) return transfer_options(self, {}, req) end })
-    return job.downloads(engine_of(self), spec, imgs, info, pending):wait()
+    if fetch then
+      local t0 = now()
+      local out, res = response.fetch(imgs, info, pending, fetch,
+        { headers = fetch_headers(self, key), max_bytes = self.max_response_bytes })
+      if out then
+        res.elapsed = now() - t0
+        return out, res
+      end
+      info = res
+    else
+      local spec = add_signer(self, { url = self.base_url, key = key,
+                     transfer_options = function(req) return transfer_options(self, {}, req) end })
+      return job.downloads(engine_of(self), spec, imgs, info, pending):wait()
+    end
   end
   info.attempts = 1
-  info.secrets = { key, secrets[self].guard.secret }
+  info.secrets = { key, g.secret }
   return nil, errors.new(info)
 end
 
@@ -510,6 +550,7 @@ function Client:stream_parser(call_opts)
   local co, err = check_options(call_opts, CALL_OPTIONS, "call option")
   if not co then error(err, 2) end
   local s = stream.new(co, { model = self.model, max_bytes = self.max_response_bytes })
+  local g, counted = secrets[self].guard, false
   local p = {}
   function p.feed(_, chunk)
     local ok, fields = s:feed(chunk)
@@ -520,7 +561,11 @@ function Client:stream_parser(call_opts)
   function p.finish()
     local imgs, info = s:finish()
     info.attempts = 1
-    if imgs then return imgs, info end
+    if imgs then
+      -- counted in client:spent() as parse does, once however often finish is called
+      if not counted then counted = true; g:add(info.billed_amount) end
+      return imgs, info
+    end
     return nil, errors.new(info)
   end
   function p.close() s:close() end

@@ -609,4 +609,5 @@ function M.close(eng)
 end
 
 M.Job = Job
+M.origin = origin -- "scheme://authority", lower-cased: where the key may go
 return M

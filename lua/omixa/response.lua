@@ -217,4 +217,72 @@ function response.collect(images, info, pending)
   return out, info
 end
 
+-- The kinds a caller's fetch may name for its failure (see response.fetch).
+local FETCH_KINDS = { network = true, tls = true, timeout = true, api = true, protocol = true,
+                      too_large = true, cancelled = true }
+
+-- The error fields of a failed fetch, shaped like a failed built-in
+-- download's (omixa.job): the generation itself succeeded and was billed.
+local function fetch_failure(err)
+  local f = { maybe_billed = true, retryable = true, sent = true }
+  local message
+  if type(err) == "table" then
+    local status = type(err.status) == "number" and err.status or nil
+    f.status = status
+    f.kind = FETCH_KINDS[err.kind] and err.kind
+      or ((status and (status < 200 or status > 299)) and "api" or "network")
+    if type(err.body) == "string" then f.body = sub(err.body, 1, EXCERPT) end
+    if type(err.message) == "string" and err.message ~= "" then message = err.message end
+    if not message and f.kind == "api" and status then
+      f.message = format("downloading the image from its url failed with HTTP %d", status)
+      return f
+    end
+  else
+    f.kind = "network"
+    if err ~= nil then message = tostring(err) end
+  end
+  f.message = "downloading the image from its url failed: " .. (message or "the fetch function gave no reason")
+  return f
+end
+
+-- response.fetch(images, info, pending, fetch, opts) -> images, info | nil, fields
+-- The url-only items of a parse (PENDING, placeholders in IMAGES) through
+-- the caller's own transport, one after the other, in order:
+--   fetch(url, headers) -> bytes [, content_type] | nil, err
+--   headers: what to send with it (opts.headers(url): the key and the
+--   signature for the service's own origin, else nothing); err: a message,
+--   or fields { kind =, status =, message =, body = }.
+-- As for the built-in downloads: every url must be http(s) before any is
+-- fetched; the first failure ends it (the rest are not fetched) with the
+-- error fields of a failed download (maybe_billed: the service billed the
+-- generation); an empty body is no image and is dropped (response.collect);
+-- over opts.max_bytes is too_large. A Lua error fetch raises propagates.
+-- fetch returning anything but a string or nil raises (misuse).
+function response.fetch(images, info, pending, fetch, opts)
+  for _, p in ipairs(pending) do
+    if not match(lower(p.url), "^https?://") then
+      return nil, { kind = "protocol", maybe_billed = true, sent = true,
+                    message = "image url is not http(s): " .. sub(p.url, 1, 200) }
+    end
+  end
+  for _, p in ipairs(pending) do
+    local bytes, extra = fetch(p.url, opts.headers(p.url))
+    if type(bytes) ~= "string" then
+      if bytes ~= nil then
+        error(format("omixa: parse: fetch must return the image bytes (a string) or nil and an error (got %s)",
+          type(bytes)), 0)
+      end
+      return nil, fetch_failure(extra)
+    end
+    if opts.max_bytes and #bytes > opts.max_bytes then
+      return nil, { kind = "too_large", maybe_billed = true, retryable = true, sent = true,
+        message = "downloading the image from its url failed: response larger than max_response_bytes" }
+    end
+    local mime = type(extra) == "string" and match(lower(extra), "^%s*(image/[^;%s]+)") or nil
+    images[p.index] = bytes
+    info.images[p.index] = response.image_info(bytes, mime)
+  end
+  return response.collect(images, info, pending)
+end
+
 return response

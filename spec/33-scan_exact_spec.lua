@@ -446,6 +446,18 @@ describe("scanned answers", function()
       end
     end)
 
+    -- The scan leaves each image's number in the text lua-cjson then reads;
+    -- a number the service itself wrote at data[i].b64_json is no image and
+    -- must not be taken for one of those.
+    it("a b64_json that is a number is no image, not another item's image", function()
+      local text = '{"created":1,"data":[{"b64_json":2,"url":null},{"b64_json":"QUJD"},'
+        .. '{"b64_json":"REVG"},{"b64_json":1}]}'
+      local want = { "ABC", "DEF" }
+      for _, d in ipairs({ DELIVERIES[1], DELIVERIES[2] }) do check_text(text, want, d[2], d[1]) end
+      local images, info = client:parse(200, text, { ["Content-Type"] = "application/json" })
+      same_images(want, images, info, "client:parse")
+    end)
+
     -- Members in another order, pretty-printed, with values the scanner must
     -- leave alone ("data" and "b64_json" elsewhere, with text that is not
     -- base64), an escaped member name, and the base64 written by other

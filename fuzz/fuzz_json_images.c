@@ -451,7 +451,7 @@ static char *expected_rest(const unsigned char *s, size_t n, const list *images,
     for (k = 0; k < images->n; k++) {
         memcpy(o, s + from, images->v[k].open - from);
         o += images->v[k].open - from;
-        o += sprintf(o, "%lu", (unsigned long)k + 1);
+        o += sprintf(o, "\"%lu\"", (unsigned long)k + 1);
         from = images->v[k].close + 1;
     }
     memcpy(o, s + from, n - from);
@@ -490,14 +490,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             size_t len;
             char *want = expected_rest(data, size, &R.images, &len);
             sink again;
+            int rc2;
             omx_json_error err2;
             CHECK(k.rest_len == len);
             CHECK(memcmp(k.rest, want, len) == 0);
             free(want);
-            /* the rest is JSON again, with numbers where the images were */
+            /* the rest is JSON again, with the images' numbers as strings
+             * where they were (each scans as base64 again: no syntax error,
+             * and as many images, or a base64 error for a number like "1") */
             memset(&again, 0, sizeof again);
-            CHECK(scan((const unsigned char *)k.rest, k.rest_len, &again, &err2) == OMX_JSON_OK);
-            CHECK(again.images.n == 0);
+            rc2 = scan((const unsigned char *)k.rest, k.rest_len, &again, &err2);
+            CHECK(rc2 == OMX_JSON_OK || rc2 == OMX_JSON_EBASE64);
+            if (rc2 == OMX_JSON_OK)
+                CHECK(again.images.n == R.images.n);
             sink_free(&again);
         }
     }

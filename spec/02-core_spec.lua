@@ -525,11 +525,11 @@ describe("core.decode_images", function()
     local images, rest = core.decode_images(body)
     assert.are.equal(1, #images)
     assert.is_true(images[1] == png)
-    assert.are.equal('{"created":1780660800,"data":[{"b64_json":1,"url":null,'
+    assert.are.equal('{"created":1780660800,"data":[{"b64_json":"1","url":null,'
       .. '"revised_prompt":"a \\"red\\" \\/ line"}],"usage":{"billed_amount":"0.039000"}}', rest)
     if has_cjson then
       local doc = cjson.decode(rest)
-      assert.are.equal(1, doc.data[1].b64_json)
+      assert.are.equal("1", doc.data[1].b64_json)
       assert.are.equal("0.039000", doc.usage.billed_amount)
     end
   end)
@@ -549,7 +549,7 @@ describe("core.decode_images", function()
     local k = 0
     local expected = body:gsub('"b64_json":"[^"]*"', function()
       k = k + 1
-      return '"b64_json":' .. k
+      return '"b64_json":"' .. k .. '"'
     end)
     assert.are.equal(expected, rest)
   end)
@@ -577,7 +577,7 @@ describe("core.decode_images", function()
   it("compares member names after unescaping", function()
     local images, rest = core.decode_images('{"\\u0064ata":[{"b64\\u005fjson":"QUJD"}]}')
     assert.are.same({ "ABC" }, images)
-    assert.are.equal('{"\\u0064ata":[{"b64\\u005fjson":1}]}', rest)
+    assert.are.equal('{"\\u0064ata":[{"b64\\u005fjson":"1"}]}', rest)
     images = core.decode_images('{"data":[{"b64\\u005Fjson":"QUJD","\\"b64_json":"QUJD"}]}')
     assert.are.same({ "ABC" }, images)
     -- near misses are not the member
@@ -596,7 +596,7 @@ describe("core.decode_images", function()
       .. '"x":{"data":[{"b64_json":"QUJD"}]},"extra":[{"b64_json":"QUJD"}]}'
     local images, rest = core.decode_images(t)
     assert.are.same({ "DEF" }, images)
-    assert.are.equal((t:gsub('"REVG"', "1")), rest)
+    assert.are.equal((t:gsub('"REVG"', '"1"')), rest)
     for _, other in ipairs({
       '[{"data":[{"b64_json":"QUJD"}]}]',
       '{"data":{"b64_json":"QUJD"}}',
@@ -614,13 +614,13 @@ describe("core.decode_images", function()
       .. '{"b64_json":["QUJD"]},{"b64_json":true},{"b64_json":"QUJD"}]}'
     local images, rest = core.decode_images(t)
     assert.are.same({ "ABC" }, images)
-    assert.are.equal((t:gsub('"b64_json":"QUJD"}%]}$', '"b64_json":1}]}')), rest)
+    assert.are.equal((t:gsub('"b64_json":"QUJD"}%]}$', '"b64_json":"1"}]}')), rest)
   end)
 
   it("takes every string b64_json, even repeated or empty", function()
     local images, rest = core.decode_images('{"data":[{"b64_json":"QUJD","b64_json":""}]}')
     assert.are.same({ "ABC", "" }, images)
-    assert.are.equal('{"data":[{"b64_json":1,"b64_json":2}]}', rest)
+    assert.are.equal('{"data":[{"b64_json":"1","b64_json":"2"}]}', rest)
   end)
 
   it("keeps pretty-printed whitespace exactly", function()
@@ -628,9 +628,9 @@ describe("core.decode_images", function()
       .. '\n      "url": null\n    }\n  ]\n}\n  '
     local images, rest = core.decode_images(t)
     assert.are.same({ "ABC" }, images)
-    assert.are.equal((t:gsub('"QU JD\\n"', "1")), rest)
+    assert.are.equal((t:gsub('"QU JD\\n"', '"1"')), rest)
     if has_cjson then
-      assert.are.equal(1, cjson.decode(rest).data[1].b64_json)
+      assert.are.equal("1", cjson.decode(rest).data[1].b64_json)
     end
   end)
 
@@ -736,8 +736,8 @@ describe("core.decode_images", function()
     assert.are.equal("ABC", images[2])
     if has_cjson then
       local doc = cjson.decode(rest)
-      assert.are.equal(1, doc.data[1].b64_json)
-      assert.are.equal(2, doc.data[3].b64_json)
+      assert.are.equal("1", doc.data[1].b64_json)
+      assert.are.equal("2", doc.data[3].b64_json)
     end
     for k = 0, #small - 1 do
       local im, msg, what = core.decode_images(small:sub(1, k))
@@ -787,7 +787,7 @@ describe("core.decode_images", function()
     local images, rest = core.decode_images(body)
     assert.are.equal(1, #images)
     assert.is_true(images[1] == big, "decoded image differs")
-    assert.are.equal('{"created":1,"data":[{"b64_json":1}],"usage":{}}', rest)
+    assert.are.equal('{"created":1,"data":[{"b64_json":"1"}],"usage":{}}', rest)
     images = core.decode_images('{"data":[{"b64_json":"' .. enc:gsub("/", "\\/") .. '"}]}')
     assert.is_true(images[1] == big, "decoded image with \\/ differs")
   end)

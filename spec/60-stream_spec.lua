@@ -306,7 +306,7 @@ describe("core.sse_parser in images mode", function()
     assert.equal("image_generation.partial_image", evs[1].event)
     assert.equal(1, #evs[1].images)
     assert.is_true(evs[1].images[1] == PNG)
-    assert.equal('{"type":"image_generation.partial_image","b64_json":1,"partial_image_index":0}', evs[1].data)
+    assert.equal('{"type":"image_generation.partial_image","b64_json":"1","partial_image_index":0}', evs[1].data)
   end)
 
   it("decodes data[i].b64_json, escapes and data split over lines included", function()
@@ -314,7 +314,7 @@ describe("core.sse_parser in images mode", function()
       .. 'data: {"b64_json":"' .. b64(JPEG) .. '"}]}\n\n'
     local evs = events_of(s, IM)
     assert.same({ PNG, JPEG }, evs[1].images)
-    assert.equal('{"created":5,"data":[{"b64_json":1},\n{"b64_json":2}]}', evs[1].data)
+    assert.equal('{"created":5,"data":[{"b64_json":"1"},\n{"b64_json":"2"}]}', evs[1].data)
   end)
 
   it("leaves data that is not JSON, or has no image, as it is", function()
@@ -412,13 +412,13 @@ describe("omixa.stream", function()
     local ev = seen.events
     assert.equal(4, #ev)
     assert.equal("image_generation.partial_image", ev[1].event)
-    assert.same({ type = "image_generation.partial_image", b64_json = 1, partial_image_index = 0,
+    assert.same({ type = "image_generation.partial_image", b64_json = "1", partial_image_index = 0,
                   output_format = "png" }, ev[1].data)
     assert.same({ WEBP }, ev[1].images)
     assert.equal("4", ev[1].id)
     assert.same({ event = "note", data = "hello", images = {}, id = "4" }, ev[2])
     assert.equal("image_generation.completed", ev[3].event)
-    assert.equal(1, ev[3].data.b64_json)
+    assert.equal("1", ev[3].data.b64_json)
     assert.same({ PNG }, ev[3].images)
     assert.same({ event = "message", data = "[DONE]", images = {}, id = "4" }, ev[4])
     assert.equal("a fox", info.images[1].revised_prompt)

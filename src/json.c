@@ -410,7 +410,7 @@ static const unsigned char *image_body(omx_json_scan *S, const unsigned char *p,
     }
     S->out += got;
     S->nimages++;
-    snprintf(num, sizeof num, "%lu", (unsigned long)S->nimages);
+    snprintf(num, sizeof num, "\"%lu\"", (unsigned long)S->nimages);
     if (ops->rest(ops->ud, num, strlen(num)) != 0
         || ops->image(ops->ud, S->nimages, S->out) != 0) {
         jnomem(S, S->tok);

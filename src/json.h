@@ -38,7 +38,8 @@ typedef struct omx_json_images_ops {
      * out of memory. */
     int (*image)(void *ud, size_t index, size_t len);
     /* Append N bytes to the rest text: the input with each image literal
-     * replaced by its number, given in pieces as the scan goes. Nonzero
+     * replaced by its number as a JSON string ("1": a number there is the
+     * service's own, never an image), given in pieces as the scan goes. Nonzero
      * when out of memory. */
     int (*rest)(void *ud, const char *p, size_t n);
 } omx_json_images_ops;

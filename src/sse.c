@@ -463,7 +463,8 @@ static int img_rest(void *ud, const char *p, size_t n)
 }
 
 /* event.images and event.data of the event table on top: the b64_json
- * strings decoded, the data with each replaced by its image number. */
+ * strings decoded, the data with each replaced by its image number as a
+ * JSON string ("1"). */
 static void set_images(feed_ctx *c, const omx_sse_event *ev)
 {
     lua_State *L = c->L;

@@ -34,7 +34,7 @@
  *       image is scanned as it arrives (json.h): the base64 images are
  *       decoded straight from the network buffers, never kept as text, and
  *       res gets images = { bytes, ... } and rest = the JSON with each image
- *       replaced by its number, or scan_error = message and scan_what =
+ *       replaced by its number as a string ("1"), or scan_error = message and scan_what =
  *       "json" | "base64"; body then keeps only the first SCAN_EXCERPT
  *       bytes (for error messages).
  * err = res's fields plus kind =, message =, curl_code =; a Lua error

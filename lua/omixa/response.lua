@@ -87,6 +87,15 @@ local function protocol(status, headers, body, message)
            request_id = response.request_id(headers) }
 end
 
+-- The image a scanned b64_json value stands for: the scanner leaves each
+-- image's number in its place as a JSON string ("1"), so a number or null
+-- the service sent there is never taken for one.
+function response.scanned_image(v, images)
+  if type(v) ~= "string" then return nil end
+  local n = tonumber(v)
+  return n and images[n] or nil
+end
+
 -- { mime=, format=, width=, height=, bytes= } of one image (sniffed; the
 -- fallback mime when sniffing knows nothing better).
 function response.image_info(bytes, fallback_mime)
@@ -165,7 +174,7 @@ function response.parse(status, headers, body, ctx)
     for _, item in ipairs(data) do
       if type(item) == "table" then
         local b, url = item.b64_json, item.url
-        local bytes = type(b) == "number" and imgs[b] or nil
+        local bytes = response.scanned_image(b, imgs)
         local revised = type(item.revised_prompt) == "string" and item.revised_prompt or nil
         if bytes and bytes ~= "" then -- an empty string is no image
           out[#out + 1] = bytes

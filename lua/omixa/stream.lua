@@ -35,7 +35,7 @@
 --     when the stream gave none), data = the data decoded when it is a JSON
 --     object or array, else the data text (e.g. "[DONE]"), images = { bytes,
 --     ... } (each b64_json string of data, top-level or in data[], is there
---     decoded and replaced in data by its index in images), id =, retry = }
+--     decoded and replaced in data by its index in images, as a string), id =, retry = }
 --
 -- Callbacks run inside s:feed; an error they raise propagates out of it (the
 -- stream is then abandoned: later calls return a "cancelled" failure).
@@ -47,6 +47,7 @@
 local core = require "omixa.core"
 local response = require "omixa.response"
 local cjson = require("cjson.safe").new()
+local scanned_image = response.scanned_image
 
 local type, ipairs, tostring, setmetatable, error = type, ipairs, tostring, setmetatable, error
 local floor = math.floor
@@ -169,21 +170,21 @@ local function handle(self, ev)
   end
   if not obj then return end
   if find(name, "partial_image$") then
-    local bytes = images[obj.b64_json]
+    local bytes = scanned_image(obj.b64_json, images)
     if type(bytes) == "string" and bytes ~= "" then
       self.partials = self.partials + 1
       local k = as_integer(obj.partial_image_index)
       local index = type(k) == "number" and k + 1 or self.partials
       if self.on_partial then call(self, self.on_partial, bytes, index, event) end
     end
-  elseif find(name, "%.completed$") and type(obj.b64_json) == "number" then
-    add_final(self, images[obj.b64_json], obj, obj.output_format)
+  elseif find(name, "%.completed$") and scanned_image(obj.b64_json, images) then
+    add_final(self, scanned_image(obj.b64_json, images), obj, obj.output_format)
     take_meta(self, obj)
   elseif type(obj.data) == "table" then
     local before = #self.images
     for _, item in ipairs(obj.data) do
-      if type(item) == "table" and type(item.b64_json) == "number" then
-        add_final(self, images[item.b64_json], item, obj.output_format)
+      if type(item) == "table" and scanned_image(item.b64_json, images) then
+        add_final(self, scanned_image(item.b64_json, images), item, obj.output_format)
       end
     end
     if #self.images > before then take_meta(self, obj) end

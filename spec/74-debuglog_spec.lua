@@ -142,6 +142,15 @@ describe("debuglog.redact_headers", function()
     assert.has_error(function() debuglog.redact_headers("Authorization: x") end)
   end)
 
+  it("hides any header whose name says it holds a credential", function()
+    assert.same({ "X-Goog-Api-Key: [redacted]", "X-Auth-Token: [redacted]", "X-My-Secret: [redacted]",
+                  "Proxy-Session-Id: [redacted]", "X-Password: [redacted]",
+                  "X-Request-Id: r-1", "Content-Type: application/json", "Accept: text/event-stream" },
+      debuglog.redact_headers({ "X-Goog-Api-Key: abc", "X-Auth-Token: tok", "X-My-Secret: s3",
+                                "Proxy-Session-Id: sess", "X-Password: pw",
+                                "X-Request-Id: r-1", "Content-Type: application/json", "Accept: text/event-stream" }))
+  end)
+
   it("lets no secret through a whole request's worth of logging", function()
     local sig = signed[2]:match("sha256=(%x+)")
     local log, lines = collector({ KEY, SECRET })

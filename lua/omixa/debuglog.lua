@@ -21,13 +21,16 @@
 --       a copy of "Name: value" lines (or of a { Name = value } map) with
 --       Authorization and Proxy-Authorization reduced to their scheme
 --       ("Authorization: Bearer [redacted]"), X-Omixa-Signature to its
---       algorithm ("sha256=[redacted]"), and Cookie, Set-Cookie, X-Api-Key
---       and Api-Key to "[redacted]".
+--       algorithm ("sha256=[redacted]"), and Cookie, Set-Cookie, and any
+--       header whose name says it holds a credential (key, token, secret,
+--       auth, password, session, cookie, signature: X-Api-Key,
+--       X-Goog-Api-Key, X-Auth-Token, ...) to "[redacted]".
 
 local errors = require "omixa.errors"
 
 local type, tostring, select, pcall, pairs, ipairs, next, error = type, tostring, select, pcall, pairs, ipairs, next, error
-local format, match, gsub, lower, byte = string.format, string.match, string.gsub, string.lower, string.byte
+local format, match, gsub, lower, byte, find = string.format, string.match, string.gsub, string.lower, string.byte,
+  string.find
 local concat, sort = table.concat, table.sort
 local unpack = table.unpack or unpack -- luacheck: ignore 143
 local getenv = os.getenv
@@ -39,6 +42,16 @@ local OFF = { [""] = true, ["0"] = true, ["false"] = true, ["no"] = true, ["off"
 local KEEP_SCHEME = { authorization = true, ["proxy-authorization"] = true }
 local KEEP_ALGORITHM = { ["x-omixa-signature"] = true }
 local HIDE = { cookie = true, ["set-cookie"] = true, ["x-api-key"] = true, ["api-key"] = true }
+-- Words in a header name that say its value is a credential (the client's
+-- own `headers` option may add any such header).
+local SECRET_WORDS = { "key", "token", "secret", "auth", "passw", "session", "cookie", "signature", "credential" }
+
+local function secret_name(n)
+  for _, w in ipairs(SECRET_WORDS) do
+    if find(n, w, 1, true) then return true end
+  end
+  return false
+end
 
 local function redact_value(name, value)
   local n = lower(name)
@@ -48,7 +61,7 @@ local function redact_value(name, value)
   elseif KEEP_ALGORITHM[n] then
     local alg = match(value, "^%s*([%w-]+)=")
     return alg and (alg .. "=[redacted]") or "[redacted]"
-  elseif HIDE[n] then
+  elseif HIDE[n] or secret_name(n) then
     return "[redacted]"
   end
   return value

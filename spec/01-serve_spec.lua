@@ -48,13 +48,7 @@ local function full_png(b64)
   return bytes
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file = helpers.read_file
 
 local function write_file(path, data)
   local f = assert(io.open(path, "wb"))
@@ -475,7 +469,7 @@ describe("omixa serve", function()
       assert.truthy(fast.time < 0.7, "blocked for " .. fast.time)
       local t
       for _ = 1, 100 do
-        t = tonumber(read_file(dir .. "/t"))
+        t = tonumber((read_file(dir .. "/t")))
         if t then break end
         run("sleep 0.05")
       end

@@ -22,13 +22,7 @@ local root = helpers.root
 local DELAY = 1
 local N = 8
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = helpers.read_file
 
 local function write(path, data)
   local f = assert(io.open(path, "wb"))

@@ -11,13 +11,7 @@ local DELAY = 1.5
 local JOBS = 4
 local MAX_FRAME_MS = 100
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = helpers.read_file
 
 describe("examples/game_loop.lua", function()
   local srv, dir, ok, code, out, err

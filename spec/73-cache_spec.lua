@@ -10,13 +10,7 @@ local q = helpers.quote
 local PATH = "/api/v1"
 local BODY = '{"model":"gpt-image-1.5","prompt":"a paper boat","n":2}'
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file = helpers.read_file
 
 local function write_file(path, data)
   local f = assert(io.open(path, "wb"))

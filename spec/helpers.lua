@@ -22,6 +22,9 @@
 --   srv:control(method, path [, body_table]) -> status, decoded body (or raw text)
 --   srv:stop()     stop nginx, remove the state directory (idempotent)
 --   helpers.tmpdir()            a fresh directory, removed when the run ends
+--   helpers.read_file(path)     its bytes, or nil, message
+--   helpers.must_read(path)     its bytes; raises when it cannot be read
+--   helpers.fixture(name)       the bytes of spec/fixtures/NAME (raises if missing)
 --   helpers.run(cmd [, input])  -> ok, exit_code, stdout, stderr (a shell command)
 --   helpers.lua_cmd(code)       shell words running Lua CODE with this
 --                               interpreter and the tree's lua/ on package.path
@@ -41,12 +44,26 @@ local function shell_quote(s)
 end
 helpers.quote = shell_quote
 
+-- A file's bytes; nil and io.open's message when it cannot be opened.
 local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
   local s = f:read("*a")
   f:close()
   return s
+end
+helpers.read_file = read_file
+
+-- A file that must be there: its bytes, else raise io.open's message.
+function helpers.must_read(path)
+  local s, err = read_file(path)
+  if not s then error(err, 2) end
+  return s
+end
+
+-- The bytes of spec/fixtures/NAME; raises when it is missing.
+function helpers.fixture(name)
+  return helpers.must_read(helpers.root .. "/spec/fixtures/" .. name)
 end
 
 local function write_file(path, data)

@@ -48,13 +48,7 @@ local function full_png(b64)
   return bytes
 end
 
-local read_file = helpers.read_file
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local read_file, write_file = helpers.read_file, helpers.write_file
 
 -- One curl call. opts: method, path (under srv.url) or url, body (string or
 -- table, sent as JSON), headers {k = v}, fault (table: X-Omixa-Fault),

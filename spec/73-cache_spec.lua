@@ -10,13 +10,7 @@ local q = helpers.quote
 local PATH = "/api/v1"
 local BODY = '{"model":"gpt-image-1.5","prompt":"a paper boat","n":2}'
 
-local read_file = helpers.read_file
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local read_file, write_file = helpers.read_file, helpers.write_file
 
 local function listing(dir)
   local names = {}

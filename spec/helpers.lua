@@ -24,6 +24,8 @@
 --   helpers.tmpdir()            a fresh directory, removed when the run ends
 --   helpers.read_file(path)     its bytes, or nil, message
 --   helpers.must_read(path)     its bytes; raises when it cannot be read
+--   helpers.write_file(path, data)
+--                               replace PATH's contents; raises on failure
 --   helpers.fixture(name)       the bytes of spec/fixtures/NAME (raises if missing)
 --   helpers.run(cmd [, input])  -> ok, exit_code, stdout, stderr (a shell command)
 --   helpers.lua_cmd(code)       shell words running Lua CODE with this
@@ -66,11 +68,13 @@ function helpers.fixture(name)
   return helpers.must_read(helpers.root .. "/spec/fixtures/" .. name)
 end
 
+-- Write DATA to PATH (replacing it); raises when it cannot be opened.
 local function write_file(path, data)
   local f = assert(io.open(path, "wb"))
   f:write(data)
   f:close()
 end
+helpers.write_file = write_file
 
 -- Run a shell command; portable exit code (Lua 5.1's close gives none).
 function helpers.run(cmd, input)

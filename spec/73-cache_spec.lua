@@ -6,20 +6,11 @@ local core = require "omixa.core"
 local helpers = require "helpers"
 local lfs = require "lfs"
 
-local q = helpers.quote
+local q, listing = helpers.quote, helpers.listing
 local PATH = "/api/v1"
 local BODY = '{"model":"gpt-image-1.5","prompt":"a paper boat","n":2}'
 
 local read_file, write_file = helpers.read_file, helpers.write_file
-
-local function listing(dir)
-  local names = {}
-  for name in lfs.dir(dir) do
-    if name ~= "." and name ~= ".." then names[#names + 1] = name end
-  end
-  table.sort(names)
-  return names
-end
 
 local function info_for(tag)
   return { created = 1780660800, model = "gpt-image-1.5", request_id = "req_" .. tag, billed_amount = "0.066000",

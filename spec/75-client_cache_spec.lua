@@ -7,16 +7,7 @@ local helpers = require "helpers"
 local lfs = require "lfs"
 local cjson = require "cjson"
 
-local q = helpers.quote
-
-local function entries(dir)
-  local names = {}
-  for name in lfs.dir(dir) do
-    if name ~= "." and name ~= ".." then names[#names + 1] = name end
-  end
-  table.sort(names)
-  return names
-end
+local q, entries = helpers.quote, helpers.listing
 
 local read_file, must_read, write_file = helpers.read_file, helpers.must_read, helpers.write_file
 

@@ -26,6 +26,7 @@
 --   helpers.must_read(path)     its bytes; raises when it cannot be read
 --   helpers.write_file(path, data)
 --                               replace PATH's contents; raises on failure
+--   helpers.listing(dir)        the names in DIR, sorted, without . and ..
 --   helpers.fixture(name)       the bytes of spec/fixtures/NAME (raises if missing)
 --   helpers.run(cmd [, input])  -> ok, exit_code, stdout, stderr (a shell command)
 --   helpers.lua_cmd(code)       shell words running Lua CODE with this
@@ -75,6 +76,16 @@ local function write_file(path, data)
   f:close()
 end
 helpers.write_file = write_file
+
+-- The names in DIR (without . and ..), sorted.
+function helpers.listing(dir)
+  local names = {}
+  for name in require("lfs").dir(dir) do
+    if name ~= "." and name ~= ".." then names[#names + 1] = name end
+  end
+  table.sort(names)
+  return names
+end
 
 -- Run a shell command; portable exit code (Lua 5.1's close gives none).
 function helpers.run(cmd, input)

@@ -3,11 +3,6 @@ local cjson = require "cjson"
 local omixa = require "omixa"
 local helpers = require "helpers"
 
--- bin/omixa under the interpreter running this spec, on the working tree.
-function helpers.cli()
-  return helpers.quote(helpers.interpreter) .. " " .. helpers.quote(helpers.root .. "/bin/omixa")
-end
-
 describe("omixa CLI", function()
   local srv, dir
   setup(function()

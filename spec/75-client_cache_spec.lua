@@ -170,7 +170,7 @@ describe("the cache, through the client", function()
     -- both requests wait at the stand-in, so both miss and both store
     srv:faults{ { delay = 0.5 }, { delay = 0.5 } }
     local out = helpers.tmpdir()
-    local cli = q(helpers.interpreter) .. " " .. q(helpers.root .. "/bin/omixa")
+    local cli = helpers.cli()
     local function run(name)
       return string.format("%s 'a race' -o %s --cache %s --json >%s 2>&1", cli, q(out .. "/" .. name .. ".png"),
         q(dir), q(out .. "/" .. name .. ".json"))

@@ -163,7 +163,7 @@ describe("signing, through the client", function()
 
   it("OMIXA_SIGNING_SECRET signs too (the CLI, with the environment)", function()
     local dir = helpers.tmpdir()
-    local cli = q(helpers.interpreter) .. " " .. q(helpers.root .. "/bin/omixa")
+    local cli = helpers.cli()
     local ok, code, out, err = helpers.run(string.format("cd %s && OMIXA_BASE_URL=%s OMIXA_SIGNING_SECRET=%s %s fox -o f.png",
       q(dir), q(srv.url), q(SECRET), cli))
     assert(ok, "exit " .. code .. ": " .. err)

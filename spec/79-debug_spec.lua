@@ -132,7 +132,7 @@ describe("the debug log", function()
 
   it("OMIXA_DEBUG=1 logs the CLI's requests to stderr, without the key or the secret", function()
     local dir = helpers.tmpdir()
-    local cli = q(helpers.interpreter) .. " " .. q(helpers.root .. "/bin/omixa")
+    local cli = helpers.cli()
     local ok, code, out, err = helpers.run(string.format(
       "cd %s && OMIXA_DEBUG=1 OMIXA_BASE_URL=%s OMIXA_API_KEY=%s OMIXA_SIGNING_SECRET=%s %s fox -o fox.png --cache c",
       q(dir), q(srv.url), q(KEY), q(SECRET), cli))

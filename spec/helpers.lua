@@ -31,6 +31,7 @@
 --   helpers.run(cmd [, input])  -> ok, exit_code, stdout, stderr (a shell command)
 --   helpers.lua_cmd(code)       shell words running Lua CODE with this
 --                               interpreter and the tree's lua/ on package.path
+--   helpers.cli()               shell words running bin/omixa likewise
 --   helpers.root, helpers.interpreter
 --   helpers.core_dir()          the directory of the omixa/core.so in use
 --
@@ -155,6 +156,11 @@ function helpers.lua_cmd(code)
   local setup = "package.path=" .. string.format("%q", lua .. "/?.lua;" .. lua .. "/?/init.lua;")
     .. "..package.path"
   return shell_quote(helpers.interpreter) .. " -e " .. shell_quote(setup) .. " -e " .. shell_quote(code)
+end
+
+-- Shell words running bin/omixa with this interpreter, on the working tree.
+function helpers.cli()
+  return shell_quote(helpers.interpreter) .. " " .. shell_quote(helpers.root .. "/bin/omixa")
 end
 
 -- Temporary directories and servers still alive, cleaned up at exit.

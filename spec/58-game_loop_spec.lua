@@ -21,13 +21,8 @@ describe("examples/game_loop.lua", function()
     for i = 1, JOBS do faults[i] = { delay = DELAY } end
     srv:faults(faults)
     dir = helpers.tmpdir()
-    local build = os.getenv("OMIXA_BUILD")
-    local cpath = ((build and build ~= "") and build or root) .. "/?.so;"
-    local paths = ("package.path = %q .. package.path; package.cpath = %q .. package.cpath"):format(
-      root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;", cpath)
     ok, code, out, err = helpers.run("env -u OMIXA_API_KEY -u OMIXA_MODEL OMIXA_BASE_URL=" .. q(srv.url)
-      .. " timeout 60 " .. q(helpers.interpreter) .. " -e " .. q(paths) .. " "
-      .. q(root .. "/examples/game_loop.lua") .. " " .. JOBS .. " " .. q(dir))
+      .. " timeout 60 " .. helpers.lua_script(root .. "/examples/game_loop.lua") .. " " .. JOBS .. " " .. q(dir))
   end)
   teardown(function() srv:stop() end)
 

@@ -161,12 +161,10 @@ describe("a cache", function()
 
   it("keeps two processes racing on one key from leaving anything but one valid entry", function()
     local key = c:key(PATH, BODY)
-    local build = helpers.core_dir()
     -- Each worker writes its own image (different sizes, so a torn read
     -- would show) and reads back after every write: any read must be one
     -- of the two complete entries.
     local worker = [[
-      package.cpath = %q .. "/?.so;" .. package.cpath
       local cache = require "omixa.cache"
       local c = assert(cache.new{ dir = %q })
       local mine = %q
@@ -186,7 +184,7 @@ describe("a cache", function()
       print("bad " .. bad)
     ]]
     local function cmd(who)
-      return helpers.lua_cmd(worker:format(build, dir, who, key, key))
+      return helpers.lua_cmd(worker:format(dir, who, key, key))
     end
     local out = helpers.tmpdir()
     local ok, code, _, err = helpers.run(cmd("A") .. " >" .. q(out .. "/a") .. " 2>&1 & "

@@ -209,9 +209,7 @@ describe("the cache, through the client", function()
       local _, b = c:generate{ prompt = "env" }
       print(tostring(a.cached) .. " " .. tostring(b.cached))
     ]]
-    local build = helpers.core_dir()
-    local ok, _, out, err = helpers.run("OMIXA_CACHE_DIR=" .. q(env_dir) .. " LUA_CPATH=" .. q(build .. "/?.so;;")
-      .. " " .. helpers.lua_cmd(code:format(srv.url)))
+    local ok, _, out, err = helpers.run("OMIXA_CACHE_DIR=" .. q(env_dir) .. " " .. helpers.lua_cmd(code:format(srv.url)))
     assert(ok, err)
     assert.equal("false true\n", out)
     assert.equal(1, #entries(env_dir))

@@ -30,8 +30,10 @@
 --   helpers.fixture(name)       the bytes of spec/fixtures/NAME (raises if missing)
 --   helpers.run(cmd [, input])  -> ok, exit_code, stdout, stderr (a shell command)
 --   helpers.lua_cmd(code)       shell words running Lua CODE with this
---                               interpreter and the tree's lua/ on package.path
---   helpers.cli()               shell words running bin/omixa likewise
+--                               interpreter, the tree's lua/ on package.path
+--                               and core_dir() on package.cpath
+--   helpers.lua_script(path)    likewise for the Lua file PATH (append its args)
+--   helpers.cli()               shell words running bin/omixa with this interpreter
 --   helpers.root, helpers.interpreter
 --   helpers.core_dir()          the directory of the omixa/core.so in use
 --
@@ -150,12 +152,23 @@ function helpers.core_dir()
   return helpers.root .. "/" .. build
 end
 
--- Shell words that run CODE with the tree's lua/ first on package.path.
-function helpers.lua_cmd(code)
+-- Shell words starting this interpreter with the tree's lua/ first on
+-- package.path and the core in use (core_dir) first on package.cpath.
+local function lua_words()
   local lua = helpers.root .. "/lua"
-  local setup = "package.path=" .. string.format("%q", lua .. "/?.lua;" .. lua .. "/?/init.lua;")
-    .. "..package.path"
-  return shell_quote(helpers.interpreter) .. " -e " .. shell_quote(setup) .. " -e " .. shell_quote(code)
+  local setup = ("package.path = %q .. package.path; package.cpath = %q .. package.cpath"):format(
+    lua .. "/?.lua;" .. lua .. "/?/init.lua;", helpers.core_dir() .. "/?.so;")
+  return shell_quote(helpers.interpreter) .. " -e " .. shell_quote(setup)
+end
+
+-- Shell words that run CODE so.
+function helpers.lua_cmd(code)
+  return lua_words() .. " -e " .. shell_quote(code)
+end
+
+-- Shell words that run the Lua file PATH so (append its arguments).
+function helpers.lua_script(path)
+  return lua_words() .. " " .. shell_quote(path)
 end
 
 -- Shell words running bin/omixa with this interpreter, on the working tree.

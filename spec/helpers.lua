@@ -34,6 +34,8 @@
 --                               and core_dir() on package.cpath
 --   helpers.lua_script(path)    likewise for the Lua file PATH (append its args)
 --   helpers.cli()               shell words running bin/omixa with this interpreter
+--   helpers.openssl_hmac(secret, msg)
+--                               hex HMAC-SHA256 by the openssl command line
 --   helpers.root, helpers.interpreter
 --   helpers.core_dir()          the directory of the omixa/core.so in use
 --
@@ -174,6 +176,14 @@ end
 -- Shell words running bin/omixa with this interpreter, on the working tree.
 function helpers.cli()
   return shell_quote(helpers.interpreter) .. " " .. shell_quote(helpers.root .. "/bin/omixa")
+end
+
+-- Hex HMAC-SHA256 of MSG by the openssl command line: a check that is not
+-- our C (core.hmac_sha256).
+function helpers.openssl_hmac(secret, msg)
+  local ok, _, out, err = helpers.run("openssl dgst -sha256 -hmac " .. shell_quote(secret) .. " -r", msg)
+  assert(ok, err)
+  return out:match("^(%x+)")
 end
 
 -- Temporary directories and servers still alive, cleaned up at exit.

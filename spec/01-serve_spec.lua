@@ -48,19 +48,7 @@ local function full_png(b64)
   return bytes
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local read_file, write_file = helpers.read_file, helpers.write_file
 
 -- One curl call. opts: method, path (under srv.url) or url, body (string or
 -- table, sent as JSON), headers {k = v}, fault (table: X-Omixa-Fault),
@@ -434,9 +422,7 @@ describe("omixa serve", function()
     teardown(function() signed:stop() end)
 
     local function sign(ts, body, path)
-      local _, _, out = run("printf '%s' " .. q(ts .. ".POST." .. path .. "." .. body)
-        .. " | openssl dgst -sha256 -hmac s3cret -r")
-      return "sha256=" .. out:match("^(%x+)")
+      return "sha256=" .. helpers.openssl_hmac("s3cret", ts .. ".POST." .. path .. "." .. body)
     end
 
     it("checks X-Omixa-Timestamp and X-Omixa-Signature over the raw body", function()
@@ -475,7 +461,7 @@ describe("omixa serve", function()
       assert.truthy(fast.time < 0.7, "blocked for " .. fast.time)
       local t
       for _ = 1, 100 do
-        t = tonumber(read_file(dir .. "/t"))
+        t = tonumber((read_file(dir .. "/t")))
         if t then break end
         run("sleep 0.05")
       end

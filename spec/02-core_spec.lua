@@ -3,17 +3,11 @@
 -- src/json.c). Runs on Lua 5.1-5.4 and LuaJIT: no bit operators, no
 -- string.pack, no utf8 library here.
 local core = require "omixa.core"
+local helpers = require "helpers"
 
 local has_cjson, cjson = pcall(require, "cjson")
 
-local FIXTURES = "spec/fixtures/"
-
-local function readfile(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local fixture = helpers.fixture
 
 -- Deterministic bytes on every Lua (Park-Miller: products stay below 2^53).
 local function random_bytes(n, seed)
@@ -208,10 +202,6 @@ describe("core.b64encode / core.b64decode", function()
 end)
 
 describe("core.sniff", function()
-  local function fixture(name)
-    return readfile(FIXTURES .. name)
-  end
-
   local fixtures = {
     { "red-300x2.png", "image/png", "png", 300, 2 },
     { "baseline-260x3.jpg", "image/jpeg", "jpeg", 260, 3 },
@@ -368,7 +358,7 @@ describe("core.sniff", function()
   end)
 
   it("gives PNG, GIF and WebP without a size when the header is inconsistent", function()
-    local png = readfile(FIXTURES .. "red-300x2.png")
+    local png = fixture("red-300x2.png")
     assert.are.same({ mime = "image/png", format = "png" }, core.sniff(png:sub(1, 12) .. "IHDX" .. png:sub(17)))
     assert.are.same({ mime = "image/png", format = "png" }, core.sniff(png:sub(1, 16) .. "\0\0\0\0" .. png:sub(21)))
     assert.are.same({ mime = "image/png", format = "png" }, core.sniff(png:sub(1, 16) .. "\128\0\0\1" .. png:sub(21)))
@@ -376,9 +366,9 @@ describe("core.sniff", function()
                     core.sniff("GIF87a\2\1\1\0"))
     assert.are.same({ mime = "image/webp", format = "webp" },
                     core.sniff("RIFF\0\0\0\0WEBPALPH\0\0\0\0" .. ("\0"):rep(20)))
-    local lossy = readfile(FIXTURES .. "lossy-301x7.webp")
+    local lossy = fixture("lossy-301x7.webp")
     assert.are.same({ mime = "image/webp", format = "webp" }, core.sniff(lossy:sub(1, 23) .. "\0\0\0" .. lossy:sub(27)))
-    local lossless = readfile(FIXTURES .. "lossless-290x5.webp")
+    local lossless = fixture("lossless-290x5.webp")
     assert.are.same({ mime = "image/webp", format = "webp" }, core.sniff(lossless:sub(1, 20) .. "\0" .. lossless:sub(22)))
   end)
 
@@ -398,7 +388,7 @@ describe("core.sniff", function()
   it("survives damaged headers of every kind", function()
     local seed = 1
     for _, f in ipairs(fixtures) do
-      local data = readfile(FIXTURES .. f[1])
+      local data = fixture(f[1])
       for k = 1, math.min(#data, 64) do
         for _, b in ipairs({ 0, 1, 127, 128, 254, 255 }) do
           local bent = data:sub(1, k - 1) .. string.char(b) .. data:sub(k + 1)
@@ -519,7 +509,7 @@ describe("core.decode_images", function()
   end)
 
   it("decodes one image and leaves its number in the rest", function()
-    local png = readfile(FIXTURES .. "red-300x2.png")
+    local png = fixture("red-300x2.png")
     local body = '{"created":1780660800,"data":[{"b64_json":"' .. b64(png)
       .. '","url":null,"revised_prompt":"a \\"red\\" \\/ line"}],"usage":{"billed_amount":"0.039000"}}'
     local images, rest = core.decode_images(body)

@@ -167,12 +167,7 @@ describe("client:parse with a fetch function", function()
   teardown(function() client:close(); srv:stop() end)
   before_each(function() srv:reset() end)
 
-  local function read(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("*a")
-    f:close()
-    return s
-  end
+  local read = helpers.must_read
 
   local function header_words(headers)
     local words = {}
@@ -183,9 +178,7 @@ describe("client:parse with a fetch function", function()
   -- REQUEST sent as client:prepare says, with curl: status, body, headers.
   local function exchange(request)
     local req = assert(client:prepare(request))
-    local f = assert(io.open(dir .. "/req", "wb"))
-    f:write(req.body)
-    f:close()
+    helpers.write_file(dir .. "/req", req.body)
     local ok, code, _, err = helpers.run(("curl -sS -X POST %s --data-binary @%s -D %s -o %s %s"):format(
       header_words(req.headers), q(dir .. "/req"), q(dir .. "/head"), q(dir .. "/answer"), q(req.url)))
     assert(ok, "curl exit " .. code .. ": " .. err)

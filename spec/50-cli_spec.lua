@@ -3,11 +3,6 @@ local cjson = require "cjson"
 local omixa = require "omixa"
 local helpers = require "helpers"
 
--- bin/omixa under the interpreter running this spec, on the working tree.
-function helpers.cli()
-  return helpers.quote(helpers.interpreter) .. " " .. helpers.quote(helpers.root .. "/bin/omixa")
-end
-
 describe("omixa CLI", function()
   local srv, dir
   setup(function()
@@ -22,20 +17,13 @@ describe("omixa CLI", function()
       dir, srv.url, env or "", helpers.cli(), args))
   end
 
-  local function read(path)
-    local f = assert(io.open(path, "rb"))
-    local s = f:read("*a")
-    f:close()
-    return s
-  end
-
   it("writes the image and prints its path", function()
     local ok, code, out, err = omixa_cmd("'a red fox in snow' -o fox.png")
     assert.is_true(ok, err)
     assert.equal(0, code)
     assert.equal("fox.png\n", out)
     assert.equal("", err) -- quiet when stderr is not a terminal
-    assert.equal("image/png", omixa.sniff(read(dir .. "/fox.png")).mime)
+    assert.equal("image/png", omixa.sniff(helpers.must_read(dir .. "/fox.png")).mime)
   end)
 
   it("shows a live progress line when stderr is a terminal", function()
@@ -53,7 +41,7 @@ describe("omixa CLI", function()
     local _, code, out = omixa_cmd("'two foxes' -n 2 -o two.png --aspect 16:9 --size 0.5K")
     assert.equal(0, code)
     assert.equal("two.png\ntwo-2.png\n", out)
-    local s = omixa.sniff(read(dir .. "/two-2.png"))
+    local s = omixa.sniff(helpers.must_read(dir .. "/two-2.png"))
     assert.same({ 512, 288 }, { s.width, s.height })
   end)
 
@@ -63,9 +51,9 @@ describe("omixa CLI", function()
     local _, code, out, err = omixa_cmd("'streamed fox' --stream --partials parts -o streamed.png --size 0.5K")
     assert.equal(0, code, err)
     assert.equal("streamed.png\n", out)
-    assert.equal("image/png", omixa.sniff(read(dir .. "/streamed.png")).mime)
-    assert.equal("image/png", omixa.sniff(read(dir .. "/parts/partial-1.png")).mime)
-    assert.equal("image/png", omixa.sniff(read(dir .. "/parts/partial-2.png")).mime)
+    assert.equal("image/png", omixa.sniff(helpers.must_read(dir .. "/streamed.png")).mime)
+    assert.equal("image/png", omixa.sniff(helpers.must_read(dir .. "/parts/partial-1.png")).mime)
+    assert.equal("image/png", omixa.sniff(helpers.must_read(dir .. "/parts/partial-2.png")).mime)
     assert.is_true(srv:requests()[1].body:find('"stream":true', 1, true) ~= nil)
   end)
 

@@ -184,10 +184,8 @@ describe("jobs", function()
       if not has_luv then pending("luv is not installed") return end
       srv:faults{ { delay = 0.3 } }
       -- In a process of its own: the other specs share luv's default loop.
-      local cpath = helpers.core_dir() .. "/?.so;;"
-      local ok, code, out, err = helpers.run(string.format(
-        "cd %s && LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH=%s OMIXA_URL=%s %s spec/fd_loop.lua",
-        helpers.quote(helpers.root), helpers.quote(cpath), helpers.quote(srv.url), helpers.quote(helpers.interpreter)))
+      local ok, code, out, err = helpers.run("OMIXA_URL=" .. helpers.quote(srv.url) .. " "
+        .. helpers.lua_script(helpers.root .. "/spec/fd_loop.lua"))
       assert.is_true(ok, "exit " .. code .. ": " .. err)
       local state, wakeups = out:match("^(%a+) (%d+)")
       assert.equal("done", state, out .. err)

@@ -13,13 +13,7 @@ local q = helpers.quote
 local root = helpers.root
 local DELAY = 2 -- seconds the stand-in waits before answering
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = helpers.read_file
 
 describe("examples/nvim in headless Neovim", function()
   if type(jit) ~= "table" then

@@ -22,19 +22,7 @@ local root = helpers.root
 local DELAY = 1
 local N = 8
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local read, write = helpers.read_file, helpers.write_file
 
 -- Directories holding cjson.so for Lua 5.1 (the ABI of nginx's LuaJIT).
 local function cjson51()

@@ -11,13 +11,7 @@ local DELAY = 1.5
 local JOBS = 4
 local MAX_FRAME_MS = 100
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = helpers.read_file
 
 describe("examples/game_loop.lua", function()
   local srv, dir, ok, code, out, err
@@ -27,13 +21,8 @@ describe("examples/game_loop.lua", function()
     for i = 1, JOBS do faults[i] = { delay = DELAY } end
     srv:faults(faults)
     dir = helpers.tmpdir()
-    local build = os.getenv("OMIXA_BUILD")
-    local cpath = ((build and build ~= "") and build or root) .. "/?.so;"
-    local paths = ("package.path = %q .. package.path; package.cpath = %q .. package.cpath"):format(
-      root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;", cpath)
     ok, code, out, err = helpers.run("env -u OMIXA_API_KEY -u OMIXA_MODEL OMIXA_BASE_URL=" .. q(srv.url)
-      .. " timeout 60 " .. q(helpers.interpreter) .. " -e " .. q(paths) .. " "
-      .. q(root .. "/examples/game_loop.lua") .. " " .. JOBS .. " " .. q(dir))
+      .. " timeout 60 " .. helpers.lua_script(root .. "/examples/game_loop.lua") .. " " .. JOBS .. " " .. q(dir))
   end)
   teardown(function() srv:stop() end)
 

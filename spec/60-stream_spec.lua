@@ -11,16 +11,9 @@ local cjson = require "cjson"
 local SLOW = os.getenv("OMIXA_SPEC_SLOW") ~= nil -- under valgrind
 local unpack = table.unpack or unpack -- luacheck: ignore
 
-local function readfile(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local PNG = readfile("spec/fixtures/red-300x2.png")
-local JPEG = readfile("spec/fixtures/baseline-260x3.jpg")
-local WEBP = readfile("spec/fixtures/lossy-301x7.webp")
+local PNG = helpers.fixture("red-300x2.png")
+local JPEG = helpers.fixture("baseline-260x3.jpg")
+local WEBP = helpers.fixture("lossy-301x7.webp")
 
 -- Feed CHUNKS to a new parser; all events, and what the parser says at the end.
 local function collect(chunks, opts)

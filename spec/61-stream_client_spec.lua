@@ -105,9 +105,7 @@ describe("streaming", function()
     local req = client:prepare({ prompt = "own", size = "0.5K" }, { stream = true })
     assert.equal("text/event-stream", req.headers.Accept)
     local dir = helpers.tmpdir()
-    local f = assert(io.open(dir .. "/body.json", "wb"))
-    f:write(req.body)
-    f:close()
+    helpers.write_file(dir .. "/body.json", req.body)
     local ok, code, raw = helpers.run(string.format(
       "curl -sS -X POST -H 'Content-Type: application/json' -H 'Accept: text/event-stream' --data-binary @%s %s",
       dir .. "/body.json", helpers.quote(req.url)))

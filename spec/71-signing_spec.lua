@@ -5,16 +5,9 @@ local signing = require "omixa.signing"
 local helpers = require "helpers"
 local cjson = require "cjson"
 
-local q = helpers.quote
+local q, openssl_hmac = helpers.quote, helpers.openssl_hmac
 local GEN_PATH = "/api/v1/images/generations"
 local SECRET = "whsec_test-signing-secret"
-
--- hex HMAC-SHA256 by the openssl command line (not our C).
-local function openssl_hmac(secret, msg)
-  local ok, _, out, err = helpers.run("openssl dgst -sha256 -hmac " .. q(secret) .. " -r", msg)
-  assert(ok, err)
-  return out:match("^(%x+)")
-end
 
 local function header_value(lines, name)
   for _, l in ipairs(lines) do

@@ -6,32 +6,11 @@ local core = require "omixa.core"
 local helpers = require "helpers"
 local lfs = require "lfs"
 
-local q = helpers.quote
+local q, listing = helpers.quote, helpers.listing
 local PATH = "/api/v1"
 local BODY = '{"model":"gpt-image-1.5","prompt":"a paper boat","n":2}'
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
-
-local function listing(dir)
-  local names = {}
-  for name in lfs.dir(dir) do
-    if name ~= "." and name ~= ".." then names[#names + 1] = name end
-  end
-  table.sort(names)
-  return names
-end
+local read_file, write_file = helpers.read_file, helpers.write_file
 
 local function info_for(tag)
   return { created = 1780660800, model = "gpt-image-1.5", request_id = "req_" .. tag, billed_amount = "0.066000",
@@ -182,12 +161,10 @@ describe("a cache", function()
 
   it("keeps two processes racing on one key from leaving anything but one valid entry", function()
     local key = c:key(PATH, BODY)
-    local build = helpers.core_dir()
     -- Each worker writes its own image (different sizes, so a torn read
     -- would show) and reads back after every write: any read must be one
     -- of the two complete entries.
     local worker = [[
-      package.cpath = %q .. "/?.so;" .. package.cpath
       local cache = require "omixa.cache"
       local c = assert(cache.new{ dir = %q })
       local mine = %q
@@ -207,7 +184,7 @@ describe("a cache", function()
       print("bad " .. bad)
     ]]
     local function cmd(who)
-      return helpers.lua_cmd(worker:format(build, dir, who, key, key))
+      return helpers.lua_cmd(worker:format(dir, who, key, key))
     end
     local out = helpers.tmpdir()
     local ok, code, _, err = helpers.run(cmd("A") .. " >" .. q(out .. "/a") .. " 2>&1 & "

@@ -7,29 +7,9 @@ local helpers = require "helpers"
 local lfs = require "lfs"
 local cjson = require "cjson"
 
-local q = helpers.quote
+local q, entries = helpers.quote, helpers.listing
 
-local function entries(dir)
-  local names = {}
-  for name in lfs.dir(dir) do
-    if name ~= "." and name ~= ".." then names[#names + 1] = name end
-  end
-  table.sort(names)
-  return names
-end
-
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local read_file, must_read, write_file = helpers.read_file, helpers.must_read, helpers.write_file
 
 describe("the cache, through the client", function()
   local srv, dir, c
@@ -146,7 +126,7 @@ describe("the cache, through the client", function()
     local names = entries(dir)
     assert.equal(1, #names)
     local path = dir .. "/" .. names[1]
-    local data = read_file(path)
+    local data = must_read(path)
     write_file(path, data:sub(1, #data - 100)) -- truncated
     local again, info = c:generate{ prompt = "fragile" }
     assert.is_table(again, tostring(info))
@@ -159,7 +139,7 @@ describe("the cache, through the client", function()
     assert.equal(2, #srv:requests())
     assert.equal(#images[1] > 0, true)
     -- one flipped byte in the middle is caught by the checksum too
-    data = read_file(path)
+    data = must_read(path)
     local mid = math.floor(#data / 2)
     write_file(path, data:sub(1, mid - 1) .. string.char((data:byte(mid) + 1) % 256) .. data:sub(mid + 1))
     local fourth, info4 = c:generate{ prompt = "fragile" }
@@ -190,7 +170,7 @@ describe("the cache, through the client", function()
     -- both requests wait at the stand-in, so both miss and both store
     srv:faults{ { delay = 0.5 }, { delay = 0.5 } }
     local out = helpers.tmpdir()
-    local cli = q(helpers.interpreter) .. " " .. q(helpers.root .. "/bin/omixa")
+    local cli = helpers.cli()
     local function run(name)
       return string.format("%s 'a race' -o %s --cache %s --json >%s 2>&1", cli, q(out .. "/" .. name .. ".png"),
         q(dir), q(out .. "/" .. name .. ".json"))
@@ -198,8 +178,8 @@ describe("the cache, through the client", function()
     local ok, code, _, err = helpers.run(string.format("cd %s && export OMIXA_BASE_URL=%s; %s & %s & wait",
       q(out), q(srv.url), run("a"), run("b")))
     assert(ok, "CLIs failed (" .. code .. "): " .. err)
-    local a = cjson.decode(read_file(out .. "/a.json"))
-    local b = cjson.decode(read_file(out .. "/b.json"))
+    local a = cjson.decode(must_read(out .. "/a.json"))
+    local b = cjson.decode(must_read(out .. "/b.json"))
     assert.equal(1, a.attempts)
     assert.equal(1, b.attempts)
     assert.equal(2, #srv:requests())
@@ -216,7 +196,7 @@ describe("the cache, through the client", function()
     ok, code, _, err = helpers.run(string.format("cd %s && OMIXA_BASE_URL=%s %s 'a race' -o c.png --json",
       q(out), q(srv.url), cli) .. " --cache " .. q(dir) .. " >" .. q(out .. "/c.json"))
     assert(ok, "exit " .. code .. ": " .. err)
-    assert.is_true(cjson.decode(read_file(out .. "/c.json")).cached)
+    assert.is_true(cjson.decode(must_read(out .. "/c.json")).cached)
     assert.equal(2, #srv:requests())
   end)
 
@@ -229,9 +209,7 @@ describe("the cache, through the client", function()
       local _, b = c:generate{ prompt = "env" }
       print(tostring(a.cached) .. " " .. tostring(b.cached))
     ]]
-    local build = helpers.core_dir()
-    local ok, _, out, err = helpers.run("OMIXA_CACHE_DIR=" .. q(env_dir) .. " LUA_CPATH=" .. q(build .. "/?.so;;")
-      .. " " .. helpers.lua_cmd(code:format(srv.url)))
+    local ok, _, out, err = helpers.run("OMIXA_CACHE_DIR=" .. q(env_dir) .. " " .. helpers.lua_cmd(code:format(srv.url)))
     assert(ok, err)
     assert.equal("false true\n", out)
     assert.equal(1, #entries(env_dir))

@@ -219,7 +219,7 @@ describe("max_spend, through the client", function()
 
   it("omixa --budget refuses before sending (exit 5) and rejects a bad amount (exit 2)", function()
     local dir = helpers.tmpdir()
-    local cli = helpers.quote(helpers.interpreter) .. " " .. helpers.quote(helpers.root .. "/bin/omixa")
+    local cli = helpers.cli()
     local function run(args)
       return helpers.run(string.format("cd %s && OMIXA_BASE_URL=%s %s %s", helpers.quote(dir),
         helpers.quote(srv.url), cli, args))

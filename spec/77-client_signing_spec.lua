@@ -6,16 +6,9 @@
 local omixa = require "omixa"
 local helpers = require "helpers"
 
-local q = helpers.quote
+local q, openssl_hmac = helpers.quote, helpers.openssl_hmac
 local GEN_PATH = "/api/v1/images/generations"
 local SECRET = "whsec_client-signing-secret"
-
--- hex HMAC-SHA256 by the openssl command line (not our C).
-local function openssl_hmac(secret, msg)
-  local ok, _, out, err = helpers.run("openssl dgst -sha256 -hmac " .. q(secret) .. " -r", msg)
-  assert(ok, err)
-  return out:match("^(%x+)")
-end
 
 local function assert_signed(seen, method, path)
   local ts = seen.headers["x-omixa-timestamp"]
@@ -163,7 +156,7 @@ describe("signing, through the client", function()
 
   it("OMIXA_SIGNING_SECRET signs too (the CLI, with the environment)", function()
     local dir = helpers.tmpdir()
-    local cli = q(helpers.interpreter) .. " " .. q(helpers.root .. "/bin/omixa")
+    local cli = helpers.cli()
     local ok, code, out, err = helpers.run(string.format("cd %s && OMIXA_BASE_URL=%s OMIXA_SIGNING_SECRET=%s %s fox -o f.png",
       q(dir), q(srv.url), q(SECRET), cli))
     assert(ok, "exit " .. code .. ": " .. err)

@@ -82,7 +82,7 @@ describe("client:models()", function()
   end)
 
   describe("omixa models", function()
-    local cli = q(helpers.interpreter) .. " " .. q(helpers.root .. "/bin/omixa")
+    local cli = helpers.cli()
 
     it("prints the built-in catalog: id, family, price, fields and accepted values", function()
       local ok, code, out, err = helpers.run("env -u OMIXA_API_KEY -u OMIXA_BASE_URL " .. cli .. " models")

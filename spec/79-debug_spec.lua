@@ -117,13 +117,12 @@ describe("the debug log", function()
   end)
 
   it("is off by default, and debug = false wins over OMIXA_DEBUG", function()
-    local build = helpers.core_dir()
     local code = [[
       local c = require("omixa").new{ base_url = %q, api_key = %q, signing_secret = %q, debug = %s }
       assert(c:generate{ prompt = "quiet" })
     ]]
     for _, case in ipairs{ { "", "nil" }, { "OMIXA_DEBUG=1", "false" }, { "OMIXA_DEBUG=0", "nil" } } do
-      local ok, _, _, err = helpers.run("env -u OMIXA_DEBUG " .. case[1] .. " LUA_CPATH=" .. q(build .. "/?.so;;") .. " "
+      local ok, _, _, err = helpers.run("env -u OMIXA_DEBUG " .. case[1] .. " "
         .. helpers.lua_cmd(code:format(srv.url, KEY, SECRET, case[2])))
       assert(ok, err)
       assert.equal("", err, case[1] .. " debug = " .. case[2])
@@ -132,7 +131,7 @@ describe("the debug log", function()
 
   it("OMIXA_DEBUG=1 logs the CLI's requests to stderr, without the key or the secret", function()
     local dir = helpers.tmpdir()
-    local cli = q(helpers.interpreter) .. " " .. q(helpers.root .. "/bin/omixa")
+    local cli = helpers.cli()
     local ok, code, out, err = helpers.run(string.format(
       "cd %s && OMIXA_DEBUG=1 OMIXA_BASE_URL=%s OMIXA_API_KEY=%s OMIXA_SIGNING_SECRET=%s %s fox -o fox.png --cache c",
       q(dir), q(srv.url), q(KEY), q(SECRET), cli))

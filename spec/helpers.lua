@@ -22,9 +22,20 @@
 --   srv:control(method, path [, body_table]) -> status, decoded body (or raw text)
 --   srv:stop()     stop nginx, remove the state directory (idempotent)
 --   helpers.tmpdir()            a fresh directory, removed when the run ends
+--   helpers.read_file(path)     its bytes, or nil, message
+--   helpers.must_read(path)     its bytes; raises when it cannot be read
+--   helpers.write_file(path, data)
+--                               replace PATH's contents; raises on failure
+--   helpers.listing(dir)        the names in DIR, sorted, without . and ..
+--   helpers.fixture(name)       the bytes of spec/fixtures/NAME (raises if missing)
 --   helpers.run(cmd [, input])  -> ok, exit_code, stdout, stderr (a shell command)
 --   helpers.lua_cmd(code)       shell words running Lua CODE with this
---                               interpreter and the tree's lua/ on package.path
+--                               interpreter, the tree's lua/ on package.path
+--                               and core_dir() on package.cpath
+--   helpers.lua_script(path)    likewise for the Lua file PATH (append its args)
+--   helpers.cli()               shell words running bin/omixa with this interpreter
+--   helpers.openssl_hmac(secret, msg)
+--                               hex HMAC-SHA256 by the openssl command line
 --   helpers.root, helpers.interpreter
 --   helpers.core_dir()          the directory of the omixa/core.so in use
 --
@@ -41,18 +52,44 @@ local function shell_quote(s)
 end
 helpers.quote = shell_quote
 
+-- A file's bytes; nil and io.open's message when it cannot be opened.
 local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
   local s = f:read("*a")
   f:close()
   return s
 end
+helpers.read_file = read_file
 
+-- A file that must be there: its bytes, else raise io.open's message.
+function helpers.must_read(path)
+  local s, err = read_file(path)
+  if not s then error(err, 2) end
+  return s
+end
+
+-- The bytes of spec/fixtures/NAME; raises when it is missing.
+function helpers.fixture(name)
+  return helpers.must_read(helpers.root .. "/spec/fixtures/" .. name)
+end
+
+-- Write DATA to PATH (replacing it); raises when it cannot be opened.
 local function write_file(path, data)
   local f = assert(io.open(path, "wb"))
   f:write(data)
   f:close()
+end
+helpers.write_file = write_file
+
+-- The names in DIR (without . and ..), sorted.
+function helpers.listing(dir)
+  local names = {}
+  for name in require("lfs").dir(dir) do
+    if name ~= "." and name ~= ".." then names[#names + 1] = name end
+  end
+  table.sort(names)
+  return names
 end
 
 -- Run a shell command; portable exit code (Lua 5.1's close gives none).
@@ -117,12 +154,36 @@ function helpers.core_dir()
   return helpers.root .. "/" .. build
 end
 
--- Shell words that run CODE with the tree's lua/ first on package.path.
-function helpers.lua_cmd(code)
+-- Shell words starting this interpreter with the tree's lua/ first on
+-- package.path and the core in use (core_dir) first on package.cpath.
+local function lua_words()
   local lua = helpers.root .. "/lua"
-  local setup = "package.path=" .. string.format("%q", lua .. "/?.lua;" .. lua .. "/?/init.lua;")
-    .. "..package.path"
-  return shell_quote(helpers.interpreter) .. " -e " .. shell_quote(setup) .. " -e " .. shell_quote(code)
+  local setup = ("package.path = %q .. package.path; package.cpath = %q .. package.cpath"):format(
+    lua .. "/?.lua;" .. lua .. "/?/init.lua;", helpers.core_dir() .. "/?.so;")
+  return shell_quote(helpers.interpreter) .. " -e " .. shell_quote(setup)
+end
+
+-- Shell words that run CODE so.
+function helpers.lua_cmd(code)
+  return lua_words() .. " -e " .. shell_quote(code)
+end
+
+-- Shell words that run the Lua file PATH so (append its arguments).
+function helpers.lua_script(path)
+  return lua_words() .. " " .. shell_quote(path)
+end
+
+-- Shell words running bin/omixa with this interpreter, on the working tree.
+function helpers.cli()
+  return shell_quote(helpers.interpreter) .. " " .. shell_quote(helpers.root .. "/bin/omixa")
+end
+
+-- Hex HMAC-SHA256 of MSG by the openssl command line: a check that is not
+-- our C (core.hmac_sha256).
+function helpers.openssl_hmac(secret, msg)
+  local ok, _, out, err = helpers.run("openssl dgst -sha256 -hmac " .. shell_quote(secret) .. " -r", msg)
+  assert(ok, err)
+  return out:match("^(%x+)")
 end
 
 -- Temporary directories and servers still alive, cleaned up at exit.

@@ -27,19 +27,7 @@ local unpack = table.unpack or unpack -- luacheck: ignore 143
 local rep, char, format = string.rep, string.char, string.format
 local q = helpers.quote
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local read_file, write_file = helpers.read_file, helpers.write_file
 
 -- N pseudo-random bytes (Park–Miller, exact in doubles and integers alike),
 -- the same on every Lua for the same SEED.

@@ -541,10 +541,7 @@ function Job:wait(t)
   return self:result()
 end
 
-function Job:cancel()
-  if self.finished then return end
-  local eng = self.eng
-  self.cancelled = true
+local function cancel(self, eng)
   if self.state == "queued" then
     for k, q in ipairs(eng.queue) do
       if q == self then remove(eng.queue, k); break end
@@ -564,6 +561,17 @@ function Job:cancel()
     return finish_error(self, { kind = "cancelled", message = "cancelled", maybe_billed = true,
                                 attempts = self.attempt })
   end
+end
+
+function Job:cancel()
+  if self.finished then return end
+  local eng = self.eng
+  self.cancelled = true
+  cancel(self, eng)
+  -- A slot was freed: the next round starts queued jobs at once, instead of
+  -- waiting for I/O that may never come (fd() becomes readable for event
+  -- loops too).
+  if #eng.queue > 0 and eng.nactive < eng.concurrency and not eng.closed then eng.multi:wake_at(now()) end
 end
 
 -- The same table on_progress receives, for the job's current attempt.

@@ -286,7 +286,8 @@ describe("identical requests in flight at once, on one client with a cache", fun
   end
 
   it("generate_many with the same request twice sends one; the second is shared like a hit", function()
-    local c = client()
+    local lines = {}
+    local c = client{ debug = function(line) lines[#lines + 1] = line end }
     local req = { prompt = "twins", n = 2 }
     local results = c:generate_many{ req, req }
     assert.is_table(results[1].images, tostring(results[1].err))
@@ -310,6 +311,9 @@ describe("identical requests in flight at once, on one client with a cache", fun
     assert.same(again, results[2].images)
     assert.same(without_elapsed(hit), without_elapsed(second))
     assert.equal(1, #srv:requests())
+    local log = table.concat(lines, "\n")
+    assert.matches("in flight on this client: waiting for it, nothing sent", log, 1, true)
+    assert.matches("shared the result of the same request: 2 images", log, 1, true)
     c:close()
   end)
 
@@ -420,6 +424,21 @@ describe("identical requests in flight at once, on one client with a cache", fun
     assert.equal(1, #srv:requests())
     assert.equal("0.040000", c:spent())
     c:close()
+  end)
+
+  it("closing the client ends a waiting job as cancelled, sending nothing", function()
+    local c = client()
+    srv:faults{ { delay = 0.3 } }
+    local a = c:start{ prompt = "closed while waiting" }
+    local b = c:start{ prompt = "closed while waiting" }
+    c:close()
+    assert.is_true(b:done())
+    local none, err = b:result()
+    assert.is_nil(none)
+    assert.equal("cancelled", err.kind)
+    assert.is_false(err.maybe_billed)
+    assert.equal("cancelled", select(2, a:result()).kind)
+    assert.is_true(#srv:requests() <= 1)
   end)
 
   it("different requests are both sent", function()

@@ -133,6 +133,23 @@ describe("jobs", function()
       -- the client goes on working
       assert.is_table((client:generate{ prompt = "after" }))
     end)
+    it("a running job: the next queued one starts at once", function()
+      local c = omixa.new{ base_url = srv.url, concurrency = 1, max_retries = 0 }
+      srv:faults{ { delay = 2 } }
+      local first = c:start{ prompt = "first" }
+      local second = c:start{ prompt = "second" }
+      for _ = 1, 500 do
+        if #srv:requests() > 0 then break end
+        first:wait(0.01)
+      end
+      first:cancel()
+      -- with nothing else in flight, waiting must not wait for I/O that never comes
+      local images, info = second:wait(10)
+      assert.is_true(second:done(), "the queued job never started")
+      assert.is_table(images, tostring(info))
+      assert.equal(2, #srv:requests())
+      c:close()
+    end)
     it("by on_progress returning false, inside a job", function()
       local job = client:start({ prompt = "x" }, { on_progress = function() return false end })
       local images, err = job:wait()

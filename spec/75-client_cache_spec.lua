@@ -230,3 +230,218 @@ describe("the cache, through the client", function()
     assert.matches("^omixa: cache_dir: cannot create the cache directory", err)
   end)
 end)
+
+describe("identical requests in flight at once, on one client with a cache", function()
+  local srv, dir
+  setup(function() srv = helpers.serve() end)
+  teardown(function() srv:stop() end)
+  before_each(function()
+    srv:reset()
+    dir = helpers.tmpdir() .. "/cache"
+  end)
+
+  local function client(opts)
+    opts = opts or {}
+    opts.base_url, opts.cache_dir = srv.url, opts.cache_dir or dir
+    if opts.max_retries == nil then opts.max_retries = 0 end
+    return omixa.new(opts)
+  end
+
+  -- Drive JOB until the stand-in has recorded N requests (bounded, not timed).
+  local function until_received(job, n)
+    for _ = 1, 1000 do
+      if #srv:requests() >= n then return end
+      job:wait(0.01)
+    end
+    error("the stand-in never received request " .. n)
+  end
+
+  -- info as a cache hit gives it, without the per-call elapsed
+  local function without_elapsed(info)
+    local t = {}
+    for k, v in pairs(info) do if k ~= "elapsed" then t[k] = v end end
+    return t
+  end
+
+  it("generate_many with the same request twice sends one; the second is shared like a hit", function()
+    local lines = {}
+    local c = client{ debug = function(line) lines[#lines + 1] = line end }
+    local req = { prompt = "twins", n = 2 }
+    local results = c:generate_many{ req, req }
+    assert.is_table(results[1].images, tostring(results[1].err))
+    assert.is_table(results[2].images, tostring(results[2].err))
+    assert.equal(1, #srv:requests())
+    assert.same(results[1].images, results[2].images)
+    local first, second = results[1].info, results[2].info
+    assert.is_false(first.cached)
+    assert.equal(1, first.attempts)
+    assert.equal("0.080000", first.billed_amount)
+    assert.is_true(second.cached)
+    assert.equal(0, second.attempts)
+    assert.is_nil(second.billed_amount)
+    assert.is_number(second.elapsed)
+    assert.equal(first.request_id, second.request_id)
+    assert.same(first.images, second.images)
+    assert.equal("0.080000", c:spent()) -- counted once
+    -- its info is what a cache hit of the same request gives
+    local again, hit = c:generate(req)
+    assert.is_true(hit.cached)
+    assert.same(again, results[2].images)
+    assert.same(without_elapsed(hit), without_elapsed(second))
+    assert.equal(1, #srv:requests())
+    local log = table.concat(lines, "\n")
+    assert.matches("in flight on this client: waiting for it, nothing sent", log, 1, true)
+    assert.matches("shared the result of the same request: 2 images", log, 1, true)
+    c:close()
+  end)
+
+  it("two start of the same request: one is sent; the waiter holds no budget and gets no callback", function()
+    local c = client{ max_spend = "0.04" } -- room for one image, not two held at once
+    srv:faults{ { delay = 0.3 } }
+    local calls = { a = 0, b = 0 }
+    local a = c:start({ prompt = "at once" }, { on_progress = function() calls.a = calls.a + 1 end })
+    local b = c:start({ prompt = "at once" }, { on_progress = function() calls.b = calls.b + 1 end })
+    assert.is_false(b:done())
+    assert.equal(2, c:poll()) -- the waiter counts as running
+    local images, info = b:wait()
+    assert.is_table(images, tostring(info))
+    assert.is_true(a:done()) -- finished together
+    local a_images, a_info = a:result()
+    assert.same(a_images, images)
+    assert.is_false(a_info.cached)
+    assert.is_true(info.cached)
+    assert.equal(0, info.attempts)
+    assert.equal(1, #srv:requests())
+    assert.equal("0.040000", c:spent())
+    assert.is_true(calls.a > 0)
+    assert.equal(0, calls.b)
+    assert.equal(0, c:poll())
+    c:close()
+  end)
+
+  it("a streamed request is shared too: the waiter gets no partial", function()
+    local c = client()
+    local partials = { a = 0, b = 0 }
+    local req = { prompt = "streamed twins", size = "0.5K" }
+    local a = c:start(req, { on_partial = function() partials.a = partials.a + 1 end })
+    local b = c:start(req, { on_partial = function() partials.b = partials.b + 1 end })
+    local images, info = b:wait()
+    assert.is_table(images, tostring(info))
+    assert.is_true(info.cached)
+    assert.same((a:result()), images)
+    assert.equal(1, #srv:requests())
+    assert.is_true(partials.a > 0)
+    assert.equal(0, partials.b)
+    c:close()
+  end)
+
+  it("the first fails: the waiter sends its own request and never inherits the error", function()
+    local c = client{ max_spend = "0.04" }
+    srv:faults{ { status = 500, delay = 0.2 } }
+    local a = c:start{ prompt = "first fails" }
+    local b = c:start{ prompt = "first fails" }
+    local _, err = a:wait()
+    assert.equal("api", err.kind)
+    assert.equal(500, err.status)
+    local images, info = b:wait()
+    assert.is_table(images, tostring(info))
+    assert.is_false(info.cached)
+    assert.equal(1, info.attempts)
+    assert.equal(2, #srv:requests())
+    assert.equal("0.040000", c:spent()) -- the failure billed nothing, the waiter's own success once
+    c:close()
+  end)
+
+  it("of three, when the first fails only the second is sent; the third waits for it", function()
+    local c = client()
+    srv:faults{ { status = 500 } }
+    local req = { prompt = "triplets" }
+    local results = c:generate_many{ req, req, req }
+    assert.equal("api", results[1].err.kind)
+    assert.is_table(results[2].images, tostring(results[2].err))
+    assert.is_false(results[2].info.cached)
+    assert.is_table(results[3].images, tostring(results[3].err))
+    assert.is_true(results[3].info.cached)
+    assert.same(results[2].images, results[3].images)
+    assert.equal(2, #srv:requests())
+    c:close()
+  end)
+
+  it("the first is cancelled: the waiter sends its own request", function()
+    local c = client()
+    srv:faults{ { delay = 1 } }
+    local a = c:start{ prompt = "cancel the first" }
+    local b = c:start{ prompt = "cancel the first" }
+    until_received(a, 1)
+    a:cancel()
+    local _, err = a:result()
+    assert.equal("cancelled", err.kind)
+    local images, info = b:wait()
+    assert.is_table(images, tostring(info))
+    assert.is_false(info.cached)
+    assert.equal(1, info.attempts)
+    assert.equal(2, #srv:requests())
+    c:close()
+  end)
+
+  it("cancelling the waiter leaves the first alone", function()
+    local c = client{ max_spend = "0.04" }
+    srv:faults{ { delay = 0.3 } }
+    local a = c:start{ prompt = "cancel the waiter" }
+    local b = c:start{ prompt = "cancel the waiter" }
+    b:cancel()
+    local none, err = b:result()
+    assert.is_nil(none)
+    assert.equal("cancelled", err.kind)
+    assert.is_false(err.maybe_billed)
+    assert.equal(0, err.attempts)
+    assert.is_false(a:done())
+    local images, info = a:wait()
+    assert.is_table(images, tostring(info))
+    assert.is_false(info.cached)
+    assert.equal(1, #srv:requests())
+    assert.equal("0.040000", c:spent())
+    c:close()
+  end)
+
+  it("closing the client ends a waiting job as cancelled, sending nothing", function()
+    local c = client()
+    srv:faults{ { delay = 0.3 } }
+    local a = c:start{ prompt = "closed while waiting" }
+    local b = c:start{ prompt = "closed while waiting" }
+    c:close()
+    assert.is_true(b:done())
+    local none, err = b:result()
+    assert.is_nil(none)
+    assert.equal("cancelled", err.kind)
+    assert.is_false(err.maybe_billed)
+    assert.equal("cancelled", select(2, a:result()).kind)
+    assert.is_true(#srv:requests() <= 1)
+  end)
+
+  it("different requests are both sent", function()
+    local c = client()
+    local results = c:generate_many{ { prompt = "one" }, { prompt = "two" }, { prompt = "one", n = 2 } }
+    for i = 1, 3 do
+      assert.is_table(results[i].images, tostring(results[i].err))
+      assert.is_false(results[i].info.cached)
+    end
+    assert.equal(3, #srv:requests())
+    c:close()
+  end)
+
+  it("another client, or no cache_dir, shares nothing", function()
+    local a, b = client(), client()
+    srv:faults{ { delay = 0.2 }, { delay = 0.2 } }
+    local ja, jb = a:start{ prompt = "two clients" }, b:start{ prompt = "two clients" }
+    assert.is_table((ja:wait()))
+    assert.is_table((jb:wait()))
+    assert.equal(2, #srv:requests())
+    a:close(); b:close()
+    local plain = omixa.new{ base_url = srv.url, max_retries = 0 }
+    local results = plain:generate_many{ { prompt = "no cache" }, { prompt = "no cache" } }
+    assert.is_false(results[2].info.cached)
+    assert.equal(4, #srv:requests())
+    plain:close()
+  end)
+end)

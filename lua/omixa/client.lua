@@ -333,7 +333,9 @@ end
 
 -- A built request as a job: the cache, then the config checks, then the
 -- budget's hold, then the transport (see omixa.guard for the order). A hit
--- or a refusal is a job that has already finished.
+-- or a refusal is a job that has already finished. With a cache, a request
+-- identical to one in flight on this client (the same cache key) waits for
+-- it instead, holding nothing (omixa.job.follow, guard:waiter).
 local function launch(self, prepared, body, co, streaming)
   local eng, g = engine_of(self), secrets[self].guard
   local url = self.base_url .. "/images/generations"
@@ -341,11 +343,14 @@ local function launch(self, prepared, body, co, streaming)
   if imgs then body:close(); return job.finished(eng, imgs, info) end
   local spec, err = job_spec(self, prepared, body, co, streaming)
   if not spec then body:close(); return job.finished(eng, nil, err) end
+  add_signer(self, spec)
+  spec.share_key = key
+  if key and job.leader(eng, key) then return job.follow(eng, spec, g:waiter(key, prepared)) end
   local hold
   hold, err = g:hold(prepared)
   if not hold then body:close(); return job.finished(eng, nil, err) end
   spec.on_finish = g:finisher(hold, key)
-  return job.start(eng, add_signer(self, spec))
+  return job.start(eng, spec)
 end
 
 -- client:start(request, call_opts) -> job, at once (misuse raises first).

@@ -21,6 +21,11 @@
 --       request omixa.schema prepared; err an omixa error, kind "budget"
 --   g:finisher(hold, key) -> function(job, images, info_or_err)  omixa.job's
 --       spec.on_finish
+--   g:waiter(key, prepared) -> hooks for omixa.job.follow: a request
+--       identical to one in flight on this client (the same cache key)
+--       waits for it holding nothing; it shares a success as a hit (a copy,
+--       cached = true, attempts = 0, no billed_amount) and on a failure
+--       takes its own hold (g:hold) and is sent
 --   g:signer(user_names) -> function(method, url, body) -> lines | nil
 --       spec.extra_headers: X-Omixa-Timestamp and X-Omixa-Signature, except
 --       those the user's own headers (lower-case names in user_names) replace
@@ -210,6 +215,45 @@ function Guard:finisher(h, key)
       end
     end
   end
+end
+
+-- Plain data (images, info) copied, so that two callers never share a table.
+local function copy(v)
+  if type(v) ~= "table" then return v end
+  local t = {}
+  for k, x in pairs(v) do t[k] = copy(x) end
+  return t
+end
+
+-- Hooks for a request whose twin (KEY) is in flight: see omixa.job.follow.
+function Guard:waiter(key, prepared)
+  local log = self.log
+  if log then log("cache %s: the same request is in flight on this client: waiting for it, nothing sent", short(key)) end
+  local hooks = {}
+  -- what a cache hit of the twin's result gives (Guard:lookup, cache:get)
+  function hooks.share(images, info)
+    local shared = copy(info)
+    shared.billed_amount, shared.elapsed = nil, nil
+    shared.cached, shared.attempts = true, 0
+    return copy(images), shared
+  end
+  function hooks.resume(j)
+    if log then log("cache %s: the request waited for failed: sending this one", short(key)) end
+    local h, err = self:hold(prepared)
+    if not h then return nil, err end
+    j.spec.on_finish = self:finisher(h, key)
+    return true
+  end
+  function hooks.on_finish(_, images, res)
+    if not log then return end
+    if images then
+      log("cache %s: shared the result of the same request: %d image%s, nothing sent, nothing billed", short(key),
+        #images, #images == 1 and "" or "s")
+    else
+      log("cache %s: stopped waiting: %s", short(key), tostring(res))
+    end
+  end
+  return hooks
 end
 
 function Guard:signer(user_names)

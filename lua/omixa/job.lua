@@ -7,6 +7,9 @@
 --   local j = job.start(eng, spec)     -- queued, or sent at once
 --   j:poll() j:done() j:result() j:wait([t]) j:cancel() j:progress()
 --   job.drive(eng, timeout)            -- one round of I/O and bookkeeping
+--   job.leader(eng, key) / job.follow(eng, spec, hooks)
+--                                      -- a job that waits for an identical
+--                                      -- one in flight instead of sending
 --
 -- Callbacks (on_progress) run only inside drive, on the caller's thread; a
 -- Lua error one raises finishes its job and is raised again from the call
@@ -49,6 +52,9 @@ function M.engine(opts)
     nactive = 0,
     by_transfer = {},  -- transfer -> { job, what = "main"|"download", index = }
     streaming = {},    -- job -> true: a stream read as it arrives
+    inflight = {},     -- share key -> the unfinished job sending that request
+    waiting = {},      -- share key -> jobs waiting for it, in order (M.follow)
+    nwaiting = 0,
     pending_raise = nil,
     closed = false,
     log = opts.log,    -- the client's debug log (omixa.debuglog), or nil
@@ -129,8 +135,23 @@ local function release_slot(eng, j)
   end
 end
 
+local settle_waiters
+
+-- J, waiting for an identical request (M.follow), stops waiting.
+local function unfollow(j)
+  local eng, key = j.eng, j.spec.share_key
+  eng.nwaiting = eng.nwaiting - 1
+  local list = eng.waiting[key]
+  if not list then return end
+  for k, w in ipairs(list) do
+    if w == j then remove(list, k); break end
+  end
+  if #list == 0 then eng.waiting[key] = nil end
+end
+
 local function finish(j, images, info_or_err)
   if j.finished then return end
+  if j.state == "following" then unfollow(j) end
   j.finished = true
   j.state = "done"
   j.images, j.info = images, info_or_err
@@ -144,11 +165,16 @@ local function finish(j, images, info_or_err)
   release_slot(j.eng, j)
   -- spec.on_finish(j, images, info_or_err): the client settles its budget
   -- hold, fills its cache and logs the outcome; once per job.
+  local key = j.spec.share_key
+  local leading = key ~= nil and j.eng.inflight[key] == j
+  if leading then j.eng.inflight[key] = nil end
   local hook = j.spec.on_finish
   if hook then
     local ok, err = pcall(hook, j, images, info_or_err)
     if not ok then defer_raise(j.eng, err) end
   end
+  -- after the hook: a success is in the cache before its waiters see it
+  if leading then settle_waiters(j.eng, key, images, info_or_err) end
 end
 
 local function finish_error(j, f)
@@ -163,6 +189,46 @@ local function finish_raise(j, err)
   finish(j, nil, errors.new{ kind = "cancelled", message = "a callback raised an error: " .. tostring(err),
                              attempts = j.attempt, secrets = { keys[j] } })
   if j.eng.pending_raise == nil then j.eng.pending_raise = { err } end
+end
+
+-- ---- identical requests in flight: one is sent, the others wait ----
+
+-- The job sending share key KEY finished: its waiters share a success; on a
+-- failure (or a cancel) the first waiter sends its own request and the
+-- others wait for that one. Never an error passed on: a waiter ends with an
+-- error only of its own (its resume refused, the client closed).
+function settle_waiters(eng, key, images, res)
+  while true do
+    local list = eng.waiting[key]
+    local w = list and list[1]
+    if not w then return end
+    if eng.closed then
+      finish_error(w, { kind = "cancelled", message = "the client was closed", maybe_billed = false, attempts = 0 })
+    elseif images then
+      local ok, shared, info = pcall(w.hooks.share, images, res)
+      if ok then
+        info.elapsed = now() - w.started
+        finish(w, shared, info)
+      else
+        finish_raise(w, shared)
+      end
+    else
+      local ok, resumed, err = pcall(w.hooks.resume, w)
+      if not ok then
+        finish_raise(w, resumed)
+      elseif not resumed then
+        finish(w, nil, err)
+      else
+        -- sent as a job of its own (queued: it takes the next free slot);
+        -- the others now wait for it
+        unfollow(w)
+        w.state = "queued"
+        eng.queue[#eng.queue + 1] = w
+        eng.inflight[key] = w
+        return
+      end
+    end
+  end
 end
 
 -- ---- sending ----
@@ -472,7 +538,7 @@ function M.drive(eng, timeout)
 end
 
 function M.running(eng)
-  return eng.nactive + #eng.queue
+  return eng.nactive + #eng.queue + eng.nwaiting
 end
 
 -- ---- jobs ----
@@ -485,10 +551,39 @@ end
 --   headers, body, ctx) -> result, info | nil, fields (default response.parse),
 --   extra_headers = function(method, url, body) -> lines (each attempt and
 --   each same-origin download), on_finish = function(job, result, info_or_err) }
+--   share_key = string: the request's identity (its cache key); while
+--   this job is unfinished it is M.leader of that key.
 function M.start(eng, spec)
   local j = setmetatable({ eng = eng, spec = spec, attempt = 0, state = "queued", finished = false }, Job)
+  if spec.share_key then eng.inflight[spec.share_key] = j end
   eng.queue[#eng.queue + 1] = j
   start_queued(eng)
+  return j
+end
+
+-- The unfinished job of ENG sending the request of share key KEY, or nil.
+function M.leader(eng, key)
+  return eng.inflight[key]
+end
+
+-- A job for SPEC (spec.share_key set) that sends nothing while M.leader of
+-- that key runs: it holds no slot and calls none of its callbacks. When the
+-- leader succeeds, this job finishes with hooks.share(images, info) -> its
+-- own copies (elapsed is set here: the time it waited). When the leader
+-- fails or is cancelled, hooks.resume(job) -> true | nil, err: true sends
+-- SPEC as this job (queued; the others waiting then wait for it), nil
+-- finishes it with ERR. hooks.on_finish is spec.on_finish until resume
+-- replaces it. Cancelling this job leaves the leader alone.
+function M.follow(eng, spec, hooks)
+  local key = spec.share_key
+  spec.on_finish = hooks.on_finish
+  local j = setmetatable({ eng = eng, spec = spec, attempt = 0, state = "following", finished = false,
+                           hooks = hooks }, Job)
+  j.started = now()
+  local list = eng.waiting[key]
+  if not list then list = {}; eng.waiting[key] = list end
+  list[#list + 1] = j
+  eng.nwaiting = eng.nwaiting + 1
   return j
 end
 
@@ -541,11 +636,10 @@ function Job:wait(t)
   return self:result()
 end
 
-function Job:cancel()
-  if self.finished then return end
-  local eng = self.eng
-  self.cancelled = true
-  if self.state == "queued" then
+local function cancel(self, eng)
+  if self.state == "following" then
+    return finish_error(self, { kind = "cancelled", message = "cancelled", maybe_billed = false, attempts = 0 })
+  elseif self.state == "queued" then
     for k, q in ipairs(eng.queue) do
       if q == self then remove(eng.queue, k); break end
     end
@@ -566,8 +660,24 @@ function Job:cancel()
   end
 end
 
--- The same table on_progress receives, for the job's current attempt.
+function Job:cancel()
+  if self.finished then return end
+  local eng = self.eng
+  self.cancelled = true
+  cancel(self, eng)
+  -- A slot was freed or a waiter now sends its own request: the next round
+  -- starts queued jobs at once, instead of waiting for I/O that may never
+  -- come (fd() becomes readable for event loops too).
+  if #eng.queue > 0 and eng.nactive < eng.concurrency and not eng.closed then eng.multi:wake_at(now()) end
+end
+
+-- The same table on_progress receives, for the job's current attempt; for
+-- a job waiting for an identical request, that request's.
 function Job:progress()
+  if self.state == "following" then
+    local leader = self.eng.inflight[self.spec.share_key]
+    if leader then return leader:progress() end
+  end
   local tr = self.transfer
   if tr then
     local p = progress_table(tr:progress())
@@ -606,6 +716,14 @@ function M.close(eng)
                       maybe_billed = j.last_failure ~= nil and j.last_failure.maybe_billed })
   end
   eng.active, eng.nactive = {}, 0
+  -- waiters are finished with their leader; any left over here too
+  local waiting = eng.waiting
+  eng.waiting = {}
+  for _, list in pairs(waiting) do
+    for _, j in ipairs(list) do
+      finish_error(j, { kind = "cancelled", message = "the client was closed", maybe_billed = false, attempts = 0 })
+    end
+  end
 end
 
 M.Job = Job

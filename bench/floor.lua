@@ -5,6 +5,12 @@
 -- bytes; a Lua program that wants the image as a value cannot skip these.
 --
 --   lua bench/floor.lua ANSWER.json K   -> "decode_ms string_ms"
+--   lua bench/floor.lua BYTES K strings   -> "rss_added_mib"
+--       makes a Lua string of BYTES bytes (from bytes in memory) K times in
+--       a loop, each becoming garbage as in the clients, and prints how much
+--       the peak RSS grew over the loop (Linux: VmHWM after resetting it):
+--       what the interpreter's collector and malloc keep of such strings,
+--       with no transport and no decoding at all.
 --
 -- decode_ms: the base64 of every image, decoded in 1 MiB pieces (so the
 -- output memory is reused, as a client's decoding buffer would be), each
@@ -14,11 +20,8 @@
 local core = require "omixa.core"
 local cjson = require "cjson"
 
-local path, K = arg[1], tonumber(arg[2] or "20")
+local path, K, mode = arg[1], tonumber(arg[2] or "20"), arg[3]
 local PIECE = 1048576 -- a multiple of 4
-local f = assert(io.open(path, "rb"))
-local doc = cjson.decode(f:read("*a"))
-f:close()
 
 local function median(t)
   table.sort(t)
@@ -37,6 +40,29 @@ local function time(fn)
   end
   return median(t)
 end
+
+if mode == "strings" then
+  local function status(field)
+    local f = assert(io.open("/proc/self/status"))
+    local v = f:read("*a"):match(field .. ":%s*(%d+)")
+    f:close()
+    return tonumber(v)
+  end
+  local img = core.build_body({ string.rep("\0", tonumber(path)) })
+  collectgarbage()
+  collectgarbage()
+  local clear = io.open("/proc/self/clear_refs", "w") -- "5": reset the peak RSS
+  if clear then clear:write("5"); clear:close() end
+  local before = status("VmRSS")
+  for _ = 1, K do keep(img:string()) end
+  print(string.format("%.1f", (status("VmHWM") - before) / 1024))
+  img:close()
+  return
+end
+
+local f = assert(io.open(path, "rb"))
+local doc = cjson.decode(f:read("*a"))
+f:close()
 
 local decode, make = 0, 0
 for _, item in ipairs(doc.data) do

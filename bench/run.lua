@@ -691,8 +691,10 @@ local function main()
     local argv = { c.interp, BENCH .. "/floor.lua", work .. "/l.json", "15" }
     local r = run(argv, c.env)
     local d, s = r.out:match("^(%S+) (%S+)")
+    local rs = run({ c.interp, BENCH .. "/floor.lua", tostring(manifest.L.bytes), "40", "strings" }, c.env)
+    local strings = rs.code == 0 and tonumber(rs.out:match("^(%S+)"))
     if r.code == 0 and d then
-      floor[id] = { decode = tonumber(d), string = tonumber(s) }
+      floor[id] = { decode = tonumber(d), string = tonumber(s), strings_mib = strings }
     else
       say("bench: floor.lua failed for %s: %s", id, r.err)
     end
@@ -923,6 +925,24 @@ local function lua_floor_lines(res)
         .. " omixa takes %s ms = %.2f× that floor.", CLIENT[id].label, fmt_ms(curl), f.decode, f.string, lf,
         fmt_ms(cell.ms), cell.ms / lf)
     end
+  end
+  local mem = {}
+  for _, id in ipairs({ "omixa-lua5.4", "omixa-luajit" }) do
+    local f, cell = res.floor and res.floor[id], res.by.L and res.by.L[id]
+    if f and f.strings_mib and cell and cell.rss_mib then
+      mem[#mem + 1] = format("- %s: %.1f MiB kept by the interpreter alone (40 strings of %d bytes made in a loop"
+        .. " from bytes in memory: no transport, no decoding); omixa's peak RSS added on L is %.1f MiB.",
+        CLIENT[id].label, f.strings_mib, manifest.L.bytes, cell.rss_mib)
+    end
+  end
+  if #mem > 0 then
+    out[#out + 1] = ""
+    out[#out + 1] = "Memory: a Lua string can only be made by copying bytes already in memory (`lua_pushlstring`,"
+    out[#out + 1] = "and `luaL_Buffer` copies too), so while an image becomes a string it exists twice: the"
+    out[#out + 1] = "decoded bytes and the string. 2× the image is thus the floor of any Lua client's peak, before"
+    out[#out + 1] = "what the collector keeps of the earlier images (`bench/floor.lua BYTES 40 strings`):"
+    out[#out + 1] = ""
+    for _, l in ipairs(mem) do out[#out + 1] = l end
   end
   if #out > 0 then
     table.insert(out, 1, "`bench/floor.lua`: the decode of L's 27 MB of base64 with omixa's decoder into memory that is"

@@ -926,6 +926,14 @@ local function lua_floor_lines(res)
         fmt_ms(cell.ms), cell.ms / lf)
     end
   end
+  if #out > 0 then
+    out[#out + 1] = ""
+    out[#out + 1] = "The floor's string is made where malloc already has pages. In the clients' loop, Lua 5.4's"
+    out[#out + 1] = "collector frees the earlier images late, so malloc maps fresh pages for each new 20 MB string"
+    out[#out + 1] = "and the kernel faults them in one 4 KiB page at a time (\"copy into Lua strings\" and its page"
+    out[#out + 1] = "faults in the profile below): that is omixa lua5.4's distance to the floor, and why LuaJIT,"
+    out[#out + 1] = "whose allocator keeps such blocks, is near it."
+  end
   local mem = {}
   for _, id in ipairs({ "omixa-lua5.4", "omixa-luajit" }) do
     local f, cell = res.floor and res.floor[id], res.by.L and res.by.L[id]

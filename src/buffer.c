@@ -58,6 +58,14 @@ int omx_buf_append(omx_buf *b, const void *p, size_t n)
     return 0;
 }
 
+unsigned char *omx_buf_room(omx_buf *b, size_t have, size_t need)
+{
+    b->len = have;
+    if (need > have && omx_buf_reserve(b, need - have) != 0)
+        return NULL;
+    return (unsigned char *)b->data;
+}
+
 void omx_buf_free(omx_buf *b)
 {
     free(b->data);

@@ -19,6 +19,9 @@ int omx_buf_reserve(omx_buf *b, size_t extra);
  * advance, such as a request body: one allocation, nothing spare). */
 int omx_buf_reserve_exact(omx_buf *b, size_t extra);
 int omx_buf_append(omx_buf *b, const void *p, size_t n);
+/* B as a room of at least NEED bytes whose first HAVE bytes stay (an
+ * omx_json_images_ops image_room); NULL when out of memory. */
+unsigned char *omx_buf_room(omx_buf *b, size_t have, size_t need);
 void omx_buf_free(omx_buf *b);
 
 #define OMX_BUFFER "omixa.buffer"

@@ -783,13 +783,8 @@ typedef struct images_ctx {
 
 static unsigned char *images_room(void *ud, size_t index, size_t have, size_t need)
 {
-    images_ctx *c = (images_ctx *)ud;
-    omx_buf *b = c->scratch;
     (void)index;
-    b->len = have; /* the bytes decoded so far stay */
-    if (omx_buf_reserve(b, need - have) != 0)
-        return NULL;
-    return (unsigned char *)b->data;
+    return omx_buf_room(((images_ctx *)ud)->scratch, have, need);
 }
 
 static int images_image(void *ud, size_t index, size_t len)

@@ -438,13 +438,8 @@ typedef struct feed_ctx {
 
 static unsigned char *img_room(void *ud, size_t index, size_t have, size_t need)
 {
-    feed_ctx *c = (feed_ctx *)ud;
-    omx_buf *b = &c->u->scratch;
     (void)index;
-    b->len = have; /* the bytes decoded so far stay */
-    if (omx_buf_reserve(b, need - have) != 0)
-        return NULL;
-    return (unsigned char *)b->data;
+    return omx_buf_room(&((feed_ctx *)ud)->u->scratch, have, need);
 }
 
 static int img_image(void *ud, size_t index, size_t len)

@@ -399,6 +399,17 @@ static void scan_free(transfer *t)
     t->scan = NULL;
 }
 
+/* The response's Content-Length when it is known and within
+ * max_response_bytes, else 0: how much room its body may need. */
+static size_t length_hint(transfer *t)
+{
+    curl_off_t cl = -1;
+    if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK
+        && cl > 0 && (!t->max_response || (size_t)cl <= t->max_response))
+        return (size_t)cl;
+    return 0;
+}
+
 /* Does S begin with PREFIX (ASCII, any case)? */
 static int has_prefix_ci(const char *s, const char *prefix)
 {
@@ -417,7 +428,6 @@ static int scan_decide(transfer *t)
 {
     long status = 0;
     char *ctype = NULL;
-    curl_off_t cl = -1;
     scan_sink *k;
     t->scan_mode = SCAN_NOT;
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -434,9 +444,7 @@ static int scan_decide(transfer *t)
     k->ops.image = sink_image;
     k->ops.rest = sink_rest;
     omx_json_scan_init(&k->js, 0, &k->ops);
-    if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK
-        && cl > 0 && (!t->max_response || (size_t)cl <= t->max_response))
-        k->hint = (size_t)cl;
+    k->hint = length_hint(t);
     k->spare = t->m != NULL ? t->m->spare : NULL;
     t->scan = k;
     t->scan_mode = SCAN_ON;
@@ -476,10 +484,9 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
     }
     if (b->cap == 0) {
         /* Pre-size from Content-Length, within the limit. */
-        curl_off_t cl = -1;
-        if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK
-            && cl > 0 && (!t->max_response || (size_t)cl <= t->max_response))
-            (void)omx_buf_reserve(b, (size_t)cl);
+        size_t cl = length_hint(t);
+        if (cl > 0)
+            (void)omx_buf_reserve(b, cl);
     }
     if (omx_buf_append(b, p, len) != 0) {
         t->abort = AB_NOMEM;

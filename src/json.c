@@ -779,6 +779,7 @@ typedef struct images_ctx {
     lua_State *L;
     omx_buf *scratch, *rest;
     int images; /* stack index of the images table */
+    size_t nimages;
 } images_ctx;
 
 static unsigned char *images_room(void *ud, size_t index, size_t have, size_t need)
@@ -792,6 +793,7 @@ static int images_image(void *ud, size_t index, size_t len)
     images_ctx *c = (images_ctx *)ud;
     lua_pushlstring(c->L, c->scratch->data, len);
     lua_rawseti(c->L, c->images, (int)index);
+    c->nimages = index;
     return 0;
 }
 
@@ -815,6 +817,7 @@ static int l_decode_images(lua_State *L)
     lua_newtable(L);
     c.L = L;
     c.images = 2;
+    c.nimages = 0;
     c.scratch = omx_buffer_push(L);
     c.rest = omx_buffer_push(L);
     ops.ud = &c;
@@ -835,7 +838,7 @@ static int l_decode_images(lua_State *L)
         return 3;
     }
     lua_pushvalue(L, 2);
-    if (c.rest->data != NULL)
+    if (c.nimages > 0)
         lua_pushlstring(L, c.rest->data, c.rest->len);
     else if (lua_type(L, 1) == LUA_TSTRING)
         lua_pushvalue(L, 1); /* no image: the rest is the text itself */

@@ -583,6 +583,14 @@ describe("omixa serve", function()
       assert.same({ 1024, 1024 }, { png_size(res.body) })
     end)
 
+    it("makes a large image that does not compress when asked (noise)", function()
+      local res = call(srv, { body = { model = GEMINI, prompt = "noise", size = "4K", output_format = "png" },
+                              fault = { noise = true, raw_image = true } })
+      assert.equal(200, res.status)
+      assert.same({ 4096, 4096 }, { png_size(res.body) })
+      assert.truthy(#res.body > 15e6, "bytes: " .. #res.body)
+    end)
+
     it("sends the body chunked, or trickling", function()
       local res = call(srv, { fault = { chunked = true } })
       assert.equal(200, res.status)

@@ -45,6 +45,8 @@
 --                             bytes a piece, flushed one by one
 --   trickle = {bytes=k, interval=s}   k bytes every s seconds
 --   gzip = true               Content-Encoding: gzip when the client accepts it
+--   noise = true              a PNG of noise that does not compress (size = "4K":
+--                             4096x4096, about 20 MB): a large image
 --   pad = k                   k spaces after the body (at most 256 MiB): a large
 --                             response that is still the same JSON document
 --   streaming (stream = true on a streaming model): partials = k (1),
@@ -275,11 +277,11 @@ local function dimensions(req, family)
   return max(1, floor(long * a / b + 0.5)), long
 end
 
-local function make_png(w, h, seed)
-  local key = w .. ":" .. h .. ":" .. seed
+local function make_png(w, h, seed, noise)
+  local key = w .. ":" .. h .. ":" .. seed .. (noise and ":noise" or "")
   local p = png_cache[key]
   if p then return p end
-  p = png.render(w, h, seed)
+  p = png.render(w, h, seed, noise)
   png_cache[key] = p
   png_order[#png_order + 1] = key
   if #png_order > PNG_CACHE_MAX then
@@ -289,14 +291,14 @@ local function make_png(w, h, seed)
 end
 
 -- The image for a request: bytes, mime, w, h.
-local function image_for(req, family, variant)
+local function image_for(req, family, variant, noise)
   local fmt = req.output_format
   if fmt == "jpeg" then return fixtures.jpeg, "image/jpeg" end
   if fmt == "webp" then return fixtures.webp, "image/webp" end
   local w, h = dimensions(req, family)
   local seed = png.hash(type(req.prompt) == "string" and req.prompt or "")
   if variant then seed = (seed + variant * 7919) % 4294967296 end
-  return make_png(w, h, seed), "image/png", w, h
+  return make_png(w, h, seed, noise), "image/png", w, h
 end
 
 local function store_image(bytes, mime)
@@ -546,7 +548,7 @@ end
 
 local function success_response(req, spec, f)
   local family = spec and spec.family or "google"
-  local bytes, mime = image_for(req, family)
+  local bytes, mime = image_for(req, family, nil, f.noise)
   if f.raw_image then
     return new_response(200, bytes, mime)
   end
@@ -663,7 +665,7 @@ end
 local FAULT_FIELDS = {}
 for name in ([[delay status body message type code content_type retry_after retry_after_ms
     headers request_id cut truncate malformed bad_base64 escape_slashes url_only url_base
-    raw_image empty_data revised_prompt cap_n billed_amount no_usage chunked chunk_size
+    noise raw_image empty_data revised_prompt cap_n billed_amount no_usage chunked chunk_size
     trickle gzip pad partials heartbeats interval sse_crlf sse_multiline sse_data_only
     stream_error stream_end_early sse_data_shape]]):gmatch("%S+") do
   FAULT_FIELDS[name] = true

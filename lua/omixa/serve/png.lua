@@ -96,8 +96,10 @@ end
 -- with the size so that at most ~1024 distinct columns and rows are
 -- computed): a repeated pixel is a zero under the Sub filter and a repeated
 -- row is all zeros under the Up filter, so a 4096x4096 picture costs about
--- what a 1024x1024 one does, and deflates to little.
-function M.render(w, h, seed)
+-- what a 1024x1024 one does, and deflates to little. noise = true adds
+-- random steps of 0..7 to every filtered byte: a picture that does not
+-- compress (4096x4096: about 20 MB), for tests of large answers.
+function M.render(w, h, seed, noise)
   seed = seed or 0
   local h1 = (seed % 360) / 360
   local h2 = (h1 + 0.22 + (floor(seed / 360) % 20) / 100) % 1
@@ -134,6 +136,16 @@ function M.render(w, h, seed)
         local o = row + 1 + x * 3
         raw[o], raw[o + 1], raw[o + 2] = r - pr, g - pg, b - pb
         pr, pg, pb = r, g, b
+      end
+    end
+  end
+  if noise then
+    local x = seed % 4294967295 + 1 -- xorshift32, never 0
+    for y = 0, h - 1 do
+      local row = y * stride
+      for o = row + 1, row + stride - 1 do
+        x = bxor(x, bit.lshift(x, 13)); x = bxor(x, rshift(x, 17)); x = bxor(x, bit.lshift(x, 5))
+        raw[o] = raw[o] + band(x, 7)
       end
     end
   end

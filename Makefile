@@ -4,6 +4,7 @@
 #   make LUA_VERSION=5.1      5.1, 5.2, 5.3 likewise
 #   make LUA=luajit           LuaJIT 2.1
 #   make test                 every spec on every Lua, valgrind, ASan, luacheck, luarocks, fuzzers
+#   make check-hosts          LÖVE, Luanti and Neovim for real, each getting a 20 MB image (spec/hosts/check)
 #   make demo                 one image from the stand-in (or the service with OMIXA_API_KEY)
 #   make bench [QUICK=1]      omixa against curl and peers (bench/RESULTS.md, bench/results.svg)
 #   make asan / test-asan     a core with ASan + UBSan; every spec on Lua 5.4 against it
@@ -48,7 +49,7 @@ BUILD    := build/$(TAG)
 OBJS     := $(SRCS:src/%.c=$(BUILD)/%.o)
 CORE     := $(BUILD)/omixa/core.so
 
-.PHONY: all core test demo bench install uninstall clean lint asan test-asan fuzz fuzz-run FORCE
+.PHONY: all core test check-hosts demo bench install uninstall clean lint asan test-asan fuzz fuzz-run FORCE
 
 all: omixa/core.so
 
@@ -125,6 +126,9 @@ fuzz-run: fuzz
 
 test:
 	@sh spec/run-all
+
+check-hosts:
+	@sh spec/hosts/check
 
 demo:
 	@sh .ci/deps demo

@@ -91,13 +91,16 @@ end
 -- The report: "transfer" frames are those whose previous frame polled
 -- while the image's bytes were arriving (phase "receiving"); the frame after
 -- the poll that finished the job, and the frames after it (decoding in the
--- thread, uploading the texture) are reported apart.
+-- thread, uploading the texture) are reported apart, and so are the frames
+-- while the job waited for the answer's first byte: the host's own noise.
 local function write_report()
-  local n, max_frame, max_poll, done_frame, done_poll, after = 0, 0, 0, 0, 0, 0
+  local n, max_frame, max_poll, done_frame, done_poll, after, waiting = 0, 0, 0, 0, 0, 0, 0
   local seen_done = false
   for _, t in ipairs(trace) do
     if t[2] == "receiving" then
       n, max_frame, max_poll = n + 1, math.max(max_frame, t[1]), math.max(max_poll, t[3])
+    elseif t[2] == "waiting" then
+      waiting = math.max(waiting, t[1])
     elseif t[2] == "done" then
       done_frame, done_poll, seen_done = t[1], t[3], true
     elseif seen_done then
@@ -114,6 +117,7 @@ local function write_report()
   line("transfer_frames", n)
   ms("max_frame_ms", max_frame)
   ms("max_poll_ms", max_poll)
+  ms("max_frame_waiting_ms", waiting)
   ms("done_frame_ms", done_frame)
   ms("done_poll_ms", done_poll)
   ms("max_frame_after_ms", after)

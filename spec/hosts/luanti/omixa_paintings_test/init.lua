@@ -42,10 +42,12 @@ local function check_media(r)
 end
 
 local function finish(err)
-  local n, max_step, max_poll, done_step, done_poll, max_after = 0, 0, 0, 0, 0, 0
+  local n, max_step, max_poll, done_step, done_poll, max_after, waiting = 0, 0, 0, 0, 0, 0, 0
   for _, s in ipairs(steps) do
     if s[2] == "receiving" then
       n, max_step, max_poll = n + 1, math.max(max_step, s[1]), math.max(max_poll, s[3])
+    elseif s[2] == "waiting" then
+      waiting = math.max(waiting, s[1])
     elseif s[2] == "done" then
       done_step, done_poll = s[1], s[3]
     elseif s[2]:match("^stage") or s[2] == "painted" then
@@ -65,6 +67,7 @@ local function finish(err)
   line("transfer_steps", n)
   ms("max_step_ms", max_step)
   ms("max_poll_ms", max_poll)
+  ms("max_step_waiting_ms", waiting)
   ms("done_step_ms", done_step)
   ms("done_poll_ms", done_poll)
   ms("max_step_after_ms", max_after)

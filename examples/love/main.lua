@@ -63,9 +63,8 @@ local drawn = false
 local trace = {}
 local polled, poll_time = "-", 0
 
-
 local function fail(text)
-  job, decoding = nil, nil
+  job, decoding, to_decode = nil, nil, nil
   failed = true
   message = text
 end
@@ -80,6 +79,7 @@ local function start()
 end
 
 function love.load()
+  started = love.timer.getTime()
   love.window.setTitle("omixa: " .. PROMPT)
   local ok, c = pcall(omixa.new)
   if not ok then return fail(tostring(c)) end

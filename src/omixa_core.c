@@ -25,5 +25,7 @@ int luaopen_omixa_core(lua_State *L)
     omx_body_open(L);
     lua_pushliteral(L, OMIXA_VERSION);
     lua_setfield(L, -2, "_VERSION");
+    lua_pushinteger(L, LUA_VERSION_NUM); /* the Lua this core was built for */
+    lua_setfield(L, -2, "_LUA_VERSION_NUM");
     return 1;
 }

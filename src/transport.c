@@ -1385,13 +1385,18 @@ static int clock_sleep(lua_State *L)
     return 0;
 }
 
-/* The libcurl version number only: curl_version() would also initialise
- * LDAP and SASL just to name their versions (and leak doing so). */
+/* The libcurl version number and its TLS backend (e.g. "OpenSSL/3.0.13",
+ * nil when built without TLS): curl_version() would also initialise LDAP
+ * and SASL just to name their versions (and leak doing so). */
 static int curl_version_string(lua_State *L)
 {
     const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
     lua_pushstring(L, v && v->version ? v->version : "unknown");
-    return 1;
+    if (v && v->ssl_version)
+        lua_pushstring(L, v->ssl_version);
+    else
+        lua_pushnil(L);
+    return 2;
 }
 
 void omx_transport_open(lua_State *L)

@@ -48,6 +48,7 @@ build = {
     ["omixa.budget"] = "lua/omixa/budget.lua",
     ["omixa.cache"] = "lua/omixa/cache.lua",
     ["omixa.debuglog"] = "lua/omixa/debuglog.lua",
+    ["omixa.doctor"] = "lua/omixa/doctor.lua",
     ["omixa.guard"] = "lua/omixa/guard.lua",
     ["omixa.job"] = "lua/omixa/job.lua",
     ["omixa.serve"] = "lua/omixa/serve/init.lua",

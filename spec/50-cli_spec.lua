@@ -114,11 +114,19 @@ describe("omixa CLI", function()
     assert.equal(4, code2)
   end)
 
-  it("exits 5 on other errors", function()
+  it("exits 2 on a missing key (a config error), naming OMIXA_API_KEY", function()
     local _, code, _, err = helpers.run(string.format(
       "cd '%s' && env -u OMIXA_API_KEY OMIXA_BASE_URL=https://omixa.invalid/api/v1 %s fox -o y.png", dir, helpers.cli()))
-    assert.equal(5, code)
+    assert.equal(2, code)
     assert.matches("no API key", err)
+    assert.matches("OMIXA_API_KEY", err)
+  end)
+
+  it("exits 5 on other errors (a budget refusal)", function()
+    local _, code, _, err = omixa_cmd("'fox' -o b.png --budget 0.01")
+    assert.equal(5, code)
+    assert.matches("budget", err)
+    assert.same({}, srv:requests())
   end)
 
   it("--help and --version", function()

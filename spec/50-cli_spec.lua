@@ -13,8 +13,7 @@ describe("omixa CLI", function()
   before_each(function() srv:reset() end)
 
   local function omixa_cmd(args, env)
-    return helpers.run(string.format("cd '%s' && env OMIXA_BASE_URL='%s' %s %s %s",
-      dir, srv.url, env or "", helpers.cli(), args))
+    return helpers.cli_run(dir, srv, args, env)
   end
 
   it("writes the image and prints its path", function()
@@ -30,7 +29,7 @@ describe("omixa CLI", function()
     srv:faults{ { delay = 0.5 } }
     -- script(1) gives the command a terminal; its stderr then goes there.
     local inner = string.format("cd '%s' && OMIXA_BASE_URL='%s' %s tty-fox -o tty.png", dir, srv.url, helpers.cli())
-    local ok, code, out = helpers.run("script -qec " .. helpers.quote(inner) .. " /dev/null")
+    local ok, code, out = helpers.on_tty(inner)
     assert.is_true(ok, out)
     assert.equal(0, code)
     assert.truthy(out:find("\r\27%[Komixa: waiting"), out)

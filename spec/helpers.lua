@@ -178,6 +178,20 @@ function helpers.cli()
   return shell_quote(helpers.interpreter) .. " " .. shell_quote(helpers.root .. "/bin/omixa")
 end
 
+-- Run bin/omixa ARGS in DIR against the stand-in SRV, with ENV (shell
+-- words NAME=value) added: ok, code, stdout, stderr.
+function helpers.cli_run(dir, srv, args, env)
+  return helpers.run(string.format("cd %s && env OMIXA_BASE_URL=%s %s %s %s",
+    shell_quote(dir), shell_quote(srv.url), env or "", helpers.cli(), args))
+end
+
+-- Run a shell command under script(1): its stderr is a terminal, and what
+-- the terminal showed comes back as out (ok, code, out).
+function helpers.on_tty(cmd)
+  local ok, code, out = helpers.run("script -qec " .. shell_quote(cmd) .. " /dev/null")
+  return ok, code, out
+end
+
 -- Hex HMAC-SHA256 of MSG by the openssl command line: a check that is not
 -- our C (core.hmac_sha256).
 function helpers.openssl_hmac(secret, msg)

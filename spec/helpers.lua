@@ -185,6 +185,28 @@ function helpers.cli_run(dir, srv, args, env)
     shell_quote(dir), shell_quote(srv.url), env or "", helpers.cli(), args))
 end
 
+-- Shell words running examples/nvim in headless Neovim in DIR against the
+-- stand-in at URL, with spec/hosts/nvim_driver.lua, which writes its result
+-- to DIR/result.json; ENV: more NAME=value words. The LuaJIT core is used.
+function helpers.nvim_example(dir, url, env)
+  local root = helpers.root
+  local lua_setup = ("lua package.path = %q .. package.path; package.cpath = %q .. package.cpath"):format(
+    root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;", root .. "/build/luajit/?.so;")
+  local q = shell_quote
+  return table.concat({
+    "cd", q(dir), "&&", "env -u OMIXA_API_KEY -u OMIXA_MODEL",
+    "OMIXA_BASE_URL=" .. q(url), env or "",
+    "XDG_CACHE_HOME=" .. q(dir .. "/cache"), "XDG_STATE_HOME=" .. q(dir .. "/state"),
+    "XDG_DATA_HOME=" .. q(dir .. "/data"), "XDG_CONFIG_HOME=" .. q(dir .. "/config"),
+    "OMIXA_NVIM_RESULT=" .. q(dir .. "/result.json"),
+    "timeout 60 nvim --headless --clean -u NONE -i NONE",
+    "--cmd", q(lua_setup),
+    "--cmd", q("set rtp+=" .. root .. "/examples/nvim"),
+    "-c", q("runtime plugin/omixa.lua"),
+    "-c", q("luafile " .. root .. "/spec/hosts/nvim_driver.lua"),
+  }, " ")
+end
+
 -- Run a shell command under script(1): its stderr is a terminal, and what
 -- the terminal showed comes back as out (ok, code, out).
 function helpers.on_tty(cmd)

@@ -222,6 +222,9 @@ end
 
 local function report_error(err, o)
   local h = hint(err, o)
+  if err.maybe_billed then
+    h = (h and (h .. "; ") or "") .. "the service may have billed it: check your usage before sending it again"
+  end
   stderr:write(tostring(err), h and ("\n  " .. h) or "", "\n")
   return KIND_EXIT[err.kind] or EXIT.other
 end

@@ -195,4 +195,17 @@ describe("omixa CLI, first hour", function()
     _, _, out = helpers.run(string.format("cd / && env -u LUA_PATH -u LUA_CPATH %s/bin/omixa doctor", q(prefix)))
     assert.matches(prefix .. "/lib/lua/", out, 1, true)
   end)
+
+  it("runs installed by luarocks make into a tree of its own, without LUA_PATH", function()
+    if _VERSION ~= "Lua 5.4" or type(jit) == "table" then
+      return pending("the Lua 5.4 pass runs luarocks make")
+    end
+    local tree = helpers.tmpdir()
+    local ok, _, out, err = helpers.run(string.format("cd %s && luarocks --lua-version=5.4 --tree=%s make --deps-mode=none "
+      .. "omixa-0.1.0-1.rockspec", q(helpers.root), q(tree)))
+    assert.is_true(ok, out .. err)
+    ok, _, out, err = helpers.run(string.format("cd / && env -u LUA_PATH -u LUA_CPATH -u OMIXA_BUILD %s/bin/omixa version", q(tree)))
+    assert.is_true(ok, err)
+    assert.equal(omixa._VERSION .. "\n", out)
+  end)
 end)

@@ -90,6 +90,16 @@ describe("omixa CLI, first hour", function()
     assert.equal(1, #srv:requests())
   end)
 
+  it("a partial image that cannot be kept does not stop the paid final image", function()
+    os.execute("mkdir -p " .. q(dir .. "/parts/partial-1.png"))  -- a folder where the partial should go
+    srv:faults{ { partials = 2 } }
+    local _, code, out, err = cli("'streamed fox' --stream --partials parts -o final.png --size 0.5K")
+    assert.equal(0, code, err)
+    assert.equal("final.png\n", out)
+    assert.matches("could not keep partial images in parts", err, 1, true)
+    assert.equal("image/png", omixa.sniff(helpers.must_read(dir .. "/final.png")).mime)
+  end)
+
   it("a folder that vanishes while the service works: the image lands in the temp folder", function()
     os.execute("mkdir -p " .. q(dir .. "/gone") .. " " .. q(dir .. "/tmp"))
     srv:faults{ { delay = 3 } }

@@ -412,7 +412,12 @@ local function generate(o)
         local s = omixa.sniff(bytes)
         local path = format("%s/partial-%d.%s", o.partials, index, s and EXT[s.format] or "bin")
         local saved, err = omixa.save(bytes, path)
-        if not saved then error({ cli_save_error = err }, 0) end
+        -- a partial is a preview: the request goes on to the paid final image
+        if not saved and not state.partial_failed then
+          state.partial_failed = true
+          stderr:write(format("%somixa: could not keep partial images in %s (%s): check --partials\n",
+            tick and "\r\027[K" or "", o.partials, reason(err)))
+        end
       end
     end
   end
@@ -420,12 +425,7 @@ local function generate(o)
   if not started then usage_error(clean(job)) end
   local res = { pcall(run_job, job, tick) }
   if clear then clear() end
-  if not res[1] then
-    if type(res[2]) == "table" and res[2].cli_save_error then
-      return die(EXIT.other, "%s: check --partials", clean(res[2].cli_save_error))
-    end
-    return die(EXIT.other, "internal error: %s", tostring(res[2]))
-  end
+  if not res[1] then return die(EXIT.other, "internal error: %s", tostring(res[2])) end
   local images, info = res[2], res[3]
   if not images then return report_error(info, o) end
   if info.cached and not o.quiet then stderr:write("omixa: from the cache, nothing sent\n") end

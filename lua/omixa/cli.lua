@@ -1,7 +1,9 @@
--- omixa.cli — the `omixa` command: generate images into files, list the
--- models (`omixa models`), or run the local stand-in service (`omixa
--- serve`). Exit status: 0 ok, 2 usage or validation, 3 API error, 4
--- network, TLS or timeout, 5 other (a budget refusal included).
+-- omixa.cli — the `omixa` command: generate images into files (through the
+-- public API only: omixa.new, client:start, client:prepare for --dry-run),
+-- `omixa help|version|models|doctor`, or run the local stand-in (`omixa
+-- serve`). Exit status: 0 ok, 2 usage, validation or configuration (no
+-- key), 3 API error, 4 network, TLS or timeout, 5 other (a budget refusal,
+-- a file that could not be written: the image is then saved elsewhere).
 
 local type, tostring, tonumber, ipairs, pairs, pcall, next = type, tostring, tonumber, ipairs, pairs, pcall, next
 local format, match, rep = string.format, string.match, string.rep

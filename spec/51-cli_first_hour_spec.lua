@@ -43,6 +43,11 @@ describe("omixa CLI, first hour", function()
     assert.equal(omixa.models["gpt-image-1.5"].price, doc["gpt-image-1.5"].price)
     assert.equal("table", type(doc["gpt-image-1.5"].fields))
     assert.same({}, srv:requests())
+    -- nothing at all: with an address where nothing listens they still work
+    for _, words in ipairs({ "help", "version", "models", "models --json" }) do
+      local done, code, _, e = cli(words, "OMIXA_BASE_URL=http://127.0.0.1:9/api/v1")
+      assert.is_true(done, words .. ": exit " .. code .. " " .. e)
+    end
   end)
 
   it("a prompt that is a command word needs --prompt, and is then sent", function()

@@ -17,7 +17,7 @@ local SHORT = "usage: omixa PROMPT [-o FILE] [options]    (omixa help: every opt
 local USAGE = [[
 usage: omixa PROMPT [options]
        omixa help | version | doctor
-       omixa models [--json]
+       omixa models [--json] [--service]
        omixa serve [--port N] [--host ADDR] [--tls] [--dir DIR] [--daemon]
 
 Generate images with the Omixa image service and write them to files.
@@ -55,10 +55,11 @@ options:
   -h, --help            this text
       --version         the version
 
-commands (nothing is sent for them):
+commands (nothing is sent for them, unless said):
   help, version         this text; the version
   models [--json]       the built-in catalog: ids, prices, fields and their
-                        accepted values
+                        accepted values; with --service, also what the
+                        service lists (one GET /models, free)
   doctor                which Lua, core, libcurl and TLS, CA bundle, key
                         (never shown) and whether the base URL answers
                         (doctor sends one GET /models)
@@ -125,6 +126,7 @@ local function parse(argv)
       o.sets[#o.sets + 1] = { k, v }
     elseif a == "--prompt" then set_prompt(value(a))
     elseif a == "--json" then o.json = true
+    elseif a == "--service" then o.service = true
     elseif a == "--dry-run" then o.dry_run = true
     elseif a == "-q" or a == "--quiet" then o.quiet = true
     elseif a == "--stream" then o.stream = true
@@ -495,12 +497,26 @@ local function pretty(v, indent, out)
   out[#out + 1] = rep("  ", indent) .. (#v > 0 and "]" or "}")
 end
 
--- The catalog only: nothing is sent (`omixa doctor` asks the service).
+-- With --service, what the service itself lists (GET {base}/models: one
+-- request, free), as JSON, after the catalog.
+local function service_models(o)
+  local client = new_client(o)
+  local base = client.base_url
+  local list, err = client:models()
+  client:close()
+  if list == nil then return report_error(err, o) end
+  local out = {}
+  pretty(list, 0, out)
+  stdout:write(format("\nthe service at %s lists:\n", base), concat(out), "\n")
+  return EXIT.ok
+end
+
+-- The built-in catalog; nothing is sent unless --service asks the service.
 local function list_models(o)
   local omixa = require "omixa"
   if not o.json then
     print_catalog(omixa.models)
-    return EXIT.ok
+    return o.service and service_models(o) or EXIT.ok
   end
   local doc = {}
   for id, m in pairs(omixa.models) do

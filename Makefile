@@ -145,7 +145,7 @@ bench:
 lint:
 	luacheck lua spec bin examples
 
-install: all
+install: core
 	install -d $(DESTDIR)$(LIBDIR)/omixa $(DESTDIR)$(LUADIR)/omixa $(DESTDIR)$(BINDIR)
 	install -m 0755 $(CORE) $(DESTDIR)$(LIBDIR)/omixa/core.so
 	cd lua && find omixa -type d -exec install -d $(DESTDIR)$(LUADIR)/{} \;

@@ -48,6 +48,7 @@ build = {
     ["omixa.budget"] = "lua/omixa/budget.lua",
     ["omixa.cache"] = "lua/omixa/cache.lua",
     ["omixa.debuglog"] = "lua/omixa/debuglog.lua",
+    ["omixa.doctor"] = "lua/omixa/doctor.lua",
     ["omixa.guard"] = "lua/omixa/guard.lua",
     ["omixa.doctor"] = "lua/omixa/doctor.lua",
     ["omixa.health"] = "lua/omixa/health.lua",

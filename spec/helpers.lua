@@ -178,6 +178,42 @@ function helpers.cli()
   return shell_quote(helpers.interpreter) .. " " .. shell_quote(helpers.root .. "/bin/omixa")
 end
 
+-- Run bin/omixa ARGS in DIR against the stand-in SRV, with ENV (shell
+-- words NAME=value) added: ok, code, stdout, stderr.
+function helpers.cli_run(dir, srv, args, env)
+  return helpers.run(string.format("cd %s && env OMIXA_BASE_URL=%s %s %s %s",
+    shell_quote(dir), shell_quote(srv.url), env or "", helpers.cli(), args))
+end
+
+-- Shell words running examples/nvim in headless Neovim in DIR against the
+-- stand-in at URL, with spec/hosts/nvim_driver.lua, which writes its result
+-- to DIR/result.json; ENV: more NAME=value words. The LuaJIT core is used.
+function helpers.nvim_example(dir, url, env)
+  local root = helpers.root
+  local lua_setup = ("lua package.path = %q .. package.path; package.cpath = %q .. package.cpath"):format(
+    root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;", root .. "/build/luajit/?.so;")
+  local q = shell_quote
+  return table.concat({
+    "cd", q(dir), "&&", "env -u OMIXA_API_KEY -u OMIXA_MODEL",
+    "OMIXA_BASE_URL=" .. q(url), env or "",
+    "XDG_CACHE_HOME=" .. q(dir .. "/cache"), "XDG_STATE_HOME=" .. q(dir .. "/state"),
+    "XDG_DATA_HOME=" .. q(dir .. "/data"), "XDG_CONFIG_HOME=" .. q(dir .. "/config"),
+    "OMIXA_NVIM_RESULT=" .. q(dir .. "/result.json"),
+    "timeout 60 nvim --headless --clean -u NONE -i NONE",
+    "--cmd", q(lua_setup),
+    "--cmd", q("set rtp+=" .. root .. "/examples/nvim"),
+    "-c", q("runtime plugin/omixa.lua"),
+    "-c", q("luafile " .. root .. "/spec/hosts/nvim_driver.lua"),
+  }, " ")
+end
+
+-- Run a shell command under script(1): its stderr is a terminal, and what
+-- the terminal showed comes back as out (ok, code, out).
+function helpers.on_tty(cmd)
+  local ok, code, out = helpers.run("script -qec " .. shell_quote(cmd) .. " /dev/null")
+  return ok, code, out
+end
+
 -- Hex HMAC-SHA256 of MSG by the openssl command line: a check that is not
 -- our C (core.hmac_sha256).
 function helpers.openssl_hmac(secret, msg)

@@ -539,14 +539,6 @@ function Client:parse(status, body, headers, fetch)
   return nil, errors.new(info)
 end
 
--- The body as it would be sent, image data replaced by its byte count
--- (the CLI's --dry-run). Raises on misuse like generate.
-function M.dry_run(self, request)
-  local prepared, body = build(self, request, nil, 2)
-  body:close()
-  return wire.redacted(prepared)
-end
-
 -- client:stream_parser(call_opts) -> p: p:feed(chunk) -> true | nil, err;
 -- p:finish() -> images, info | nil, err. For a stream read by your own
 -- transport; on_partial and on_event run inside feed.

@@ -9,16 +9,13 @@
 local core = require "omixa.core"
 
 local type, ipairs, format = type, ipairs, string.format
-local concat = table.concat
 local quote, build_body = core.json_quote, core.build_body
 
 local wire = {}
 
-local function image_parts(img, out, redact)
+local function image_parts(img, out)
   out[#out + 1] = '{"type":"image_url","image_url":{"url":'
-  if redact then
-    out[#out + 1] = quote(format("data:%s;base64,<%d bytes>", img.mime, img.bytes))
-  elseif img.url then
+  if img.url then
     out[#out + 1] = quote(img.url)
   else
     -- base64 needs no JSON escaping: written straight in.
@@ -30,9 +27,8 @@ local function image_parts(img, out, redact)
 end
 
 -- The body as parts for core.build_body: strings, { b64 = bytes } and
--- { file = path, size = n }. With REDACT, strings only (image data replaced
--- by its byte count).
-local function parts(prepared, redact)
+-- { file = path, size = n }.
+local function parts(prepared)
   local out = { "{" }
   for i, f in ipairs(prepared.fields) do
     local name, v = f[1], f[2]
@@ -47,12 +43,12 @@ local function parts(prepared, redact)
     elseif t == "boolean" then
       out[#out + 1] = v and "true" or "false"
     elseif v.mime then -- one image (mask)
-      image_parts(v, out, redact)
+      image_parts(v, out)
     else               -- an array of images
       out[#out + 1] = "["
       for k, img in ipairs(v) do
         if k > 1 then out[#out + 1] = "," end
-        image_parts(img, out, redact)
+        image_parts(img, out)
       end
       out[#out + 1] = "]"
     end
@@ -69,12 +65,6 @@ function wire.encode(prepared)
   local body, at, err = build_body(list)
   if body then return body end
   return nil, format("omixa: field '%s': cannot read image file: %s", list[at].where or "?", err)
-end
-
--- wire.redacted(prepared) -> JSON text with each image's data replaced by
--- its byte count (for --dry-run and logs).
-function wire.redacted(prepared)
-  return concat(parts(prepared, true))
 end
 
 return wire

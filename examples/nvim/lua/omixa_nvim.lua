@@ -45,6 +45,11 @@ end
 local function report(job, entry)
   local ok, images, info = pcall(job.result, job)
   if not ok then return notify("omixa: " .. tostring(images), vim.log.levels.ERROR) end
+  if not images and info.kind == "cancelled" then
+    -- the user asked for it (:OmixaCancel): information, not an error
+    return notify(("omixa: %q cancelled%s"):format(entry.prompt,
+      info.maybe_billed and " (it may still be billed: it had been sent)" or ""))
+  end
   if not images then
     return notify(("omixa: %q failed: %s"):format(entry.prompt, tostring(info)), vim.log.levels.ERROR)
   end

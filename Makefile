@@ -1,4 +1,4 @@
-# omixa — build the C core omixa/core.so for one Lua, run the specs, the demo.
+# omixa — build the C core build/<tag>/omixa/core.so for one Lua, run the specs, the demo.
 #
 #   make                      Lua 5.4 (default)
 #   make LUA_VERSION=5.1      5.1, 5.2, 5.3 likewise
@@ -50,13 +50,10 @@ CORE     := $(BUILD)/omixa/core.so
 
 .PHONY: all core test demo bench install uninstall clean lint asan test-asan fuzz fuzz-run FORCE
 
-all: omixa/core.so
-
-# The working tree's copy, for LUA_CPATH='./?.so;;'; refreshed from the
-# target's own build so that switching Lua versions never mixes objects.
-omixa/core.so: $(CORE) FORCE
-	@mkdir -p omixa
-	@cmp -s $(CORE) $@ || cp $(CORE) $@
+# Each Lua's core stays in its own build/<tag>/ (nothing is copied to the
+# top of the tree, so building for one Lua never replaces another's core);
+# a run from the checkout finds the right one through lua/omixa/core.lua.
+all: core
 
 core: $(CORE)
 
@@ -145,7 +142,7 @@ install: all
 	install -d $(DESTDIR)$(LIBDIR)/omixa $(DESTDIR)$(LUADIR)/omixa $(DESTDIR)$(BINDIR)
 	install -m 0755 $(CORE) $(DESTDIR)$(LIBDIR)/omixa/core.so
 	cd lua && find omixa -type d -exec install -d $(DESTDIR)$(LUADIR)/{} \;
-	cd lua && find omixa -type f -exec install -m 0644 {} $(DESTDIR)$(LUADIR)/{} \;
+	cd lua && find omixa -type f ! -path omixa/core.lua -exec install -m 0644 {} $(DESTDIR)$(LUADIR)/{} \;
 	sed '1s|.*|#!/usr/bin/env $(LUA)|' bin/omixa > $(DESTDIR)$(BINDIR)/omixa
 	chmod 0755 $(DESTDIR)$(BINDIR)/omixa
 
@@ -153,4 +150,4 @@ uninstall:
 	rm -rf $(DESTDIR)$(LIBDIR)/omixa/core.so $(DESTDIR)$(LUADIR)/omixa $(DESTDIR)$(BINDIR)/omixa
 
 clean:
-	rm -rf build omixa out
+	rm -rf build out omixa/core.so

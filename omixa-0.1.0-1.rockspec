@@ -29,7 +29,7 @@ build = {
       sources = {
         "src/omixa_core.c", "src/compat.c", "src/buffer.c", "src/base64.c",
         "src/sniff.c", "src/json.c", "src/sse.c", "src/transport.c", "src/crypto.c",
-        "src/body.c", "src/b64fast.c",
+        "src/body.c", "src/b64fast.c", "src/platform.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
       libraries = { "curl", "crypto" },

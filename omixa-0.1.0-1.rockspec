@@ -14,6 +14,11 @@ connection per client, images decoded in C straight into Lua strings, errors
 you can act on, and a local stand-in service for offline work and tests.]],
   license = "MIT",
 }
+external_dependencies = {
+  platforms = {
+    macosx = { OPENSSL = { header = "openssl/evp.h" } },
+  },
+}
 dependencies = {
   "lua >= 5.1, < 5.5",
   "lua-cjson >= 2.1",
@@ -55,6 +60,38 @@ build = {
     ["omixa.serve.handler"] = "lua/omixa/serve/handler.lua",
     ["omixa.serve.png"] = "lua/omixa/serve/png.lua",
     ["omixa.serve.fixtures_embedded"] = "lua/omixa/serve/fixtures_embedded.lua",
+  },
+  -- macOS, the BSDs and Windows build the portable event backend (event.h
+  -- picks it on every system but Linux). macOS: Homebrew's keg-only
+  -- OpenSSL is found through OPENSSL_DIR (luarocks install omixa
+  -- OPENSSL_DIR=$(brew --prefix openssl@3)); curl from the SDK. Windows:
+  -- MSVC with vcpkg's libcurl.lib and libcrypto.lib; MinGW-w64 (MSYS2) with
+  -- -lcurl -lcrypto. None of these was run here (README "Platforms").
+  platforms = {
+    macosx = {
+      modules = {
+        ["omixa.core"] = {
+          incdirs = { "$(OPENSSL_INCDIR)" },
+          libdirs = { "$(OPENSSL_LIBDIR)" },
+        },
+      },
+    },
+    windows = {
+      modules = {
+        ["omixa.core"] = {
+          defines = { "OMX_BACKEND_PORTABLE" },
+          libraries = { "libcurl", "libcrypto", "ws2_32" },
+        },
+      },
+    },
+    mingw32 = {
+      modules = {
+        ["omixa.core"] = {
+          defines = { "OMX_BACKEND_PORTABLE" },
+          libraries = { "curl", "crypto", "ws2_32" },
+        },
+      },
+    },
   },
   install = {
     bin = { omixa = "bin/omixa" },

@@ -115,7 +115,9 @@ int omx_events_wait(omx_events *ev, int timeout_ms, omx_ready_fn ready, void *ud
     int n, i;
     ts.tv_sec = timeout_ms / 1000;
     ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
-    n = kevent(ev->kq, NULL, 0, evs, 32, &ts);
+    /* a NULL timeout waits for ever (as epoll_wait's -1); EINTR: -1, and
+     * the caller's loop comes back */
+    n = kevent(ev->kq, NULL, 0, evs, 32, timeout_ms < 0 ? NULL : &ts);
     for (i = 0; i < n; i++) {
         int what;
         if (evs[i].flags & EV_ERROR)

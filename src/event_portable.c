@@ -75,6 +75,8 @@ int omx_events_wait(omx_events *ev, int timeout_ms, omx_ready_fn ready, void *ud
     struct curl_waitfd fds[READY_MAX];
     omx_socket got[READY_MAX];
     int n = ev->nsocks < READY_MAX ? ev->nsocks : READY_MAX, numfds = 0, ngot = 0, i;
+    if (timeout_ms < 0) /* for ever, as epoll_wait's -1 (curl refuses a negative wait) */
+        timeout_ms = 86400000;
     if (ev->at != OMX_NO_TIME) {
         double left = ev->at - omx_now();
         int ms = left <= 0 ? 0 : left >= 86400.0 ? 86400000 : (int)(left * 1000.0 + 0.999);

@@ -56,6 +56,15 @@ describe("the event backend", function()
     assert.is_truthy(job:result())
   end)
 
+  it("make BACKEND=portable builds beside the default build, not over it", function()
+    local ok, _, out = helpers.run("cd " .. helpers.quote(helpers.root)
+      .. " && make -n -B LUA_VERSION=5.4 BACKEND=portable core 2>&1")
+    assert.is_true(ok, out)
+    assert.is_truthy(out:find("-DOMX_BACKEND_PORTABLE", 1, true), out)
+    assert.is_truthy(out:find("build/lua5.4-portable/omixa/core.so", 1, true), out)
+    assert.is_falsy(out:find("build/lua5.4/", 1, true), out)
+  end)
+
   it("client:poll_interval() on a closed client raises", function()
     local c = omixa.new{ base_url = srv.url }
     c:close()

@@ -6,7 +6,9 @@
 
 #include "omixa.h"
 
-#if defined(__GNUC__)
+#if defined(_WIN32)
+#define OMX_EXPORT __declspec(dllexport) /* the DLL's one export */
+#elif defined(__GNUC__)
 #define OMX_EXPORT __attribute__((visibility("default")))
 #else
 #define OMX_EXPORT

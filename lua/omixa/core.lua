@@ -1,11 +1,13 @@
--- omixa/core.lua — the checkout's loader for the C core; never installed
--- (the rockspec and `make install` leave it out: installed, omixa.core is
--- the C module itself).
+-- omixa/core.lua — the checkout's loader for the C core. `make install`
+-- leaves it out; luarocks copies lua/ whole, so a rock has it too, and
+-- there (not in a checkout) it only searches package.cpath, as require's
+-- own C searcher would.
 --
 -- Each Lua's build has its own place, build/<tag>/omixa/core.so (tag lua5.1 ..
 -- lua5.4 or luajit), so building for one Lua never replaces another's core.
--- A run from the checkout has lua/ on package.path, so `require "omixa.core"`
--- finds this file before any C module and it loads, in this order:
+-- A run from the checkout (a folder with src/omixa_core.c beside lua/) has
+-- lua/ on package.path, so `require "omixa.core"` finds this file before
+-- any C module and it loads, in this order:
 --   1. $OMIXA_BUILD/omixa/core.so when OMIXA_BUILD is set (relative to the
 --      checkout, as .busted, bin/omixa and spec/run-all use it);
 --   2. build/<tag>/omixa/core.so for the running Lua, when it was built;
@@ -19,9 +21,11 @@ local make = tag == "luajit" and "make LUA=luajit" or "make LUA_VERSION=" .. tag
 local sep = package.config:sub(1, 1)
 local ext = package.cpath:find("%.dll") and "dll" or "so"
 
--- The checkout this file belongs to ("" when loaded by a relative path).
+-- The folder holding lua/omixa/core.lua ("" when loaded by a relative
+-- path; nil when installed, under share/lua/5.x/): a checkout when it also
+-- holds src/omixa_core.c.
 local source = debug.getinfo(1, "S").source
-local prefix = source:match("^@(.-)lua[/\\]omixa[/\\]core%.lua$") or ""
+local prefix = source:match("^@(.-)lua[/\\]omixa[/\\]core%.lua$")
 
 local function exists(path)
   local f = io.open(path, "rb")
@@ -37,9 +41,15 @@ local function on_cpath()
   end
 end
 
+local checkout = prefix and exists(prefix .. "src/omixa_core.c")
 local path
-local build = os.getenv("OMIXA_BUILD")
-if build and build ~= "" then
+local build = checkout and os.getenv("OMIXA_BUILD")
+if not checkout then
+  path = on_cpath()
+  if not path then
+    error(("omixa: no C core omixa/core.%s for %s on package.cpath (%s)"):format(ext, running, package.cpath), 2)
+  end
+elseif build and build ~= "" then
   if not build:match("^/") and not build:match("^%a:[/\\]") then build = prefix .. build end
   path = build .. "/omixa/core." .. ext
 else
@@ -56,7 +66,9 @@ end
 
 local open, err = package.loadlib(path, "luaopen_omixa_core")
 if not open then
-  error(("omixa: %s cannot load the C core %s, which was probably built for another Lua: %s\n"
-    .. "build the core for %s with `%s` (it goes to build/%s/)"):format(running, path, err, running, make, tag), 2)
+  local fix = checkout and ("build the core for %s with `%s` (it goes to build/%s/)"):format(running, make, tag)
+    or "install omixa for " .. running
+  error(("omixa: %s cannot load the C core %s, which was probably built for another Lua: %s\n%s")
+    :format(running, path, err, fix), 2)
 end
 return open(modname or "omixa.core")

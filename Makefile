@@ -47,7 +47,8 @@ ifeq ($(UNAME_S),Darwin)
 else ifneq ($(filter MINGW% MSYS% CYGWIN%,$(UNAME_S)),)
   SO             := dll
   PIC            :=
-  MODULE_LDFLAGS  = -shared $(shell $(PKG_CONFIG) --libs $(LUA_PC) 2>/dev/null)
+  MODULE_LDFLAGS := -shared
+  MODULE_LIBS     = $(shell $(PKG_CONFIG) --libs $(LUA_PC) 2>/dev/null)
 else
   MODULE_LDFLAGS := -shared
 endif
@@ -88,7 +89,7 @@ core: $(CORE)
 
 $(CORE): $(OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(MODULE_LDFLAGS) -o $@ $(OBJS) $(LDFLAGS) $(CURL_LIBS) $(CRYPTO_LIBS)
+	$(CC) $(MODULE_LDFLAGS) -o $@ $(OBJS) $(LDFLAGS) $(MODULE_LIBS) $(CURL_LIBS) $(CRYPTO_LIBS)
 
 $(BUILD)/%.o: src/%.c $(HDRS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<

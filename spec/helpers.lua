@@ -146,10 +146,13 @@ end
 helpers.interpreter = find_interpreter()
 
 -- The directory whose omixa/core.so this run uses: OMIXA_BUILD (absolute, or
--- relative to the repository) when set, else the repository's own.
+-- relative to the repository) when set, else build/<tag> of the running Lua
+-- (what lua/omixa/core.lua loads).
 function helpers.core_dir()
   local build = os.getenv("OMIXA_BUILD")
-  if not build or build == "" then return helpers.root end
+  if not build or build == "" then
+    return helpers.root .. "/build/" .. (type(jit) == "table" and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
+  end
   if build:sub(1, 1) == "/" then return build end
   return helpers.root .. "/" .. build
 end

@@ -366,10 +366,18 @@ function Client:poll()
   return job.running(eng)
 end
 
--- client:fd() -> a descriptor that becomes readable when poll has work.
+-- client:fd() -> a descriptor that becomes readable when poll has work;
+-- nil, reason on an event backend without one (the portable backend).
 function Client:fd()
   check_open(self, 2)
   return engine_of(self).multi:fd()
+end
+
+-- client:poll_interval() -> seconds a host loop may wait between poll()
+-- calls when it drives them from a timer (where fd() is nil).
+function Client:poll_interval()
+  check_open(self, 2)
+  return engine_of(self).multi:poll_interval()
 end
 
 -- client:generate_many(requests, call_opts) -> { { images =, info = } | { err = }, ... }

@@ -5,7 +5,7 @@ local core = require "omixa.core"
 local schema = require "omixa.schema"
 
 local type, tostring = type, tostring
-local open, remove, rename = io.open, os.remove, os.rename
+local open, remove = io.open, os.remove
 local format, match = string.format, string.match
 
 local images = {}
@@ -76,7 +76,8 @@ function images.save(bytes, path)
     remove(tmp)
     return nil, "omixa: cannot write " .. path .. ": " .. tostring(werr or cerr)
   end
-  local renamed, rerr = rename(tmp, path)
+  -- os.rename cannot replace an existing file on Windows
+  local renamed, rerr = core.replace_file(tmp, path)
   if not renamed then
     remove(tmp)
     return nil, "omixa: cannot write " .. path .. ": " .. tostring(rerr)

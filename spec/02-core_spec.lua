@@ -782,3 +782,32 @@ describe("core.decode_images", function()
     assert.is_true(images[1] == big, "decoded image with \\/ differs")
   end)
 end)
+
+-- Numbers at the boundary of the core (issue 13, defect 8): an absurd value
+-- is a misuse error, tested before any conversion (converting NaN or a
+-- float out of range to an integer is undefined behaviour in C, which the
+-- ASan+UBSan run of `make test-asan` catches with float-cast-overflow).
+describe("core numbers at the boundary", function()
+  local absurd = { 1e300, -1e300, 1 / 0, -1 / 0, 0 / 0, 2 ^ 63, -2 ^ 64, 1.5 }
+
+  it("buf:string(i, j) refuses an absurd index, and takes the extreme integers", function()
+    local b = core.buffer()
+    for _, v in ipairs(absurd) do
+      assert.has_error(function() b:string(v) end)
+      assert.has_error(function() b:string(1, v) end)
+    end
+    assert.equal("", b:string(-2 ^ 53, 2 ^ 53))
+    if math.maxinteger then -- Lua 5.3+: an integer past 2^53 is no float
+      assert.equal("", b:string(math.mininteger, math.maxinteger))
+    end
+    b:close()
+  end)
+
+  it("core.sse_parser refuses an absurd max_bytes", function()
+    for _, v in ipairs(absurd) do
+      assert.has_error(function() core.sse_parser(v) end)
+      assert.has_error(function() core.sse_parser{ max_bytes = v } end)
+    end
+    core.sse_parser(2 ^ 53):close()
+  end)
+end)

@@ -7,7 +7,22 @@
 --                                     object or an array; -> {"ok":true,"queued":n}
 --   GET|DELETE /_omixa/requests       generation requests seen | forget them
 --   GET|DELETE /_omixa/fetches        GETs of /_omixa/images/* seen | forget
+--   GET|DELETE /_omixa/billing        what the stand-in billed | back to zero:
+--                                     {"billed_amount":"0.066000","images":2,"answers":1}
+--                                     billed_amount sums the usage.billed_amount
+--                                     of every 2xx answer with images (the
+--                                     amount it would have written with
+--                                     no_usage; a raw_image answer is one
+--                                     image); images counts their images;
+--                                     answers counts them. An answer the
+--                                     transport then spoils (cut = "mid_body",
+--                                     truncate, malformed, bad_base64) was
+--                                     billed, as by the service; error
+--                                     answers, cut = "before_status",
+--                                     stream_error and stream_end_early
+--                                     were not
 --   POST /_omixa/reset                clear faults, requests, fetches, images
+--                                     and billing
 --   GET  /_omixa/images/<id>          images of url_only responses
 --   GET  /_omixa/health               {"ok":true,"key_required":..,"signing_required":..}
 
@@ -54,6 +69,8 @@ function M.handle(uri, method, cfg)
     return get_or_delete(method, function() return state.requests end, state.forget_requests)
   elseif uri == "/_omixa/fetches" then
     return get_or_delete(method, function() return state.fetches end, function() state.fetches = {} end)
+  elseif uri == "/_omixa/billing" then
+    return get_or_delete(method, state.billed, state.forget_billing)
   elseif uri == "/_omixa/reset" then
     if method ~= "POST" then return http.simple(405, "reset: use POST", "method_not_allowed", { Allow = "POST" }) end
     state.reset()

@@ -31,6 +31,13 @@
 --   revised_prompt = "..."    added to each item
 --   cap_n = k                 at most k images; billed_amount = "..." overrides
 --                             usage; no_usage = true leaves usage out
+--   image_bytes = k           each PNG image (output_format png or none; the
+--                             pixel size as asked, e.g. 4096x4096 for
+--                             size = "4K" on a Google model)
+--                             padded to k bytes (at most 256 MiB) with an
+--                             ancillary chunk of pseudo-random bytes: still a
+--                             valid PNG, a large answer without drawing one;
+--                             with stream = true, the completed images
 --   chunked = true            Transfer-Encoding: chunked, chunk_size (1000)
 --                             bytes a piece, flushed one by one
 --   trickle = {bytes=k, interval=s}   k bytes every s seconds
@@ -43,6 +50,13 @@
 --   stream_error (an error event after the first partial),
 --   stream_end_early (no completed event, no [DONE]), sse_data_shape (one
 --   data: frame with the non-streaming {"created","data":[...]} body)
+--
+-- A large image delivered slowly, e.g. a 20 MB PNG of 4096x4096 pixels sent
+-- 256 KiB every 50 ms (POST it to /_omixa/faults, or send it as the
+-- X-Omixa-Fault header, then ask for size = "4K" on a Google model, e.g.
+-- gemini-2.0-flash-preview-image-generation; add "raw_image":true for the
+-- PNG itself as the body rather than its base64 in JSON):
+--   {"image_bytes":20000000,"trickle":{"bytes":262144,"interval":0.05}}
 
 local ngx = ngx
 local cjson = require "cjson.safe"
@@ -57,14 +71,14 @@ local format, sub, find, rep = string.format, string.sub, string.find, string.re
 
 local M = {}
 
-M.MAX_BYTES = 256 * 1024 * 1024 -- pad
+M.MAX_BYTES = 256 * 1024 * 1024 -- pad, image_bytes
 
 -- Every field a fault may carry: a misspelt one is refused, so that a test
 -- never passes because its fault silently did nothing.
 local FIELDS = {}
 for name in ([[delay status body message type code content_type retry_after retry_after_ms
     headers request_id cut truncate malformed bad_base64 escape_slashes url_only url_base
-    raw_image empty_data revised_prompt cap_n billed_amount no_usage chunked
+    raw_image empty_data revised_prompt cap_n billed_amount no_usage image_bytes chunked
     chunk_size trickle gzip pad partials heartbeats interval sse_crlf sse_multiline
     sse_data_only stream_error stream_end_early sse_data_shape]]):gmatch("%S+") do
   FIELDS[name] = true
@@ -88,6 +102,10 @@ function M.check(f)
   end
   if f.pad ~= nil and not tonumber(f.pad) then
     return nil, "fault field 'pad' must be a number of bytes"
+  end
+  if f.image_bytes ~= nil and not (tonumber(f.image_bytes) and tonumber(f.image_bytes) >= 0
+      and tonumber(f.image_bytes) <= M.MAX_BYTES) then
+    return nil, "fault field 'image_bytes' must be a number of bytes up to " .. M.MAX_BYTES
   end
   if f.headers ~= nil and type(f.headers) ~= "table" then
     return nil, "fault field 'headers' must be an object"

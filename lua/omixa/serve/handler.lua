@@ -7,7 +7,7 @@
 --   launcher (init.lua)    nginx: process, configuration, TLS, ports
 --   faults.lua             the faults a test asks for, and how they are sent
 --   control.lua            the control API under /_omixa/ (faults, recorded
---                          requests, reset)
+--                          requests, billing totals, reset)
 --   state.lua              what is remembered between requests (one VM:
 --                          nginx runs one process, master_process off)
 --   http.lua, images.lua, png.lua, files.lua   answers, envelopes; the
@@ -162,18 +162,26 @@ local function usage_json(spec, n, f)
   return format('{"billed_amount":%s}', jstr(billed_amount(spec, n, f)))
 end
 
-local function image_for(req, spec, variant)
-  return images.for_request(req, spec and spec.family or "google", variant)
+-- An answer delivering N images: into the billing totals.
+local function bill(spec, n, f)
+  if n > 0 then state.bill(billed_amount(spec, n, f), n) end
+end
+
+local function image_for(req, spec, f, variant)
+  return images.for_request(req, spec and spec.family or "google", variant,
+    not variant and tonumber(f.image_bytes) or nil)
 end
 
 local function success_response(req, spec, f)
-  local bytes, mime = image_for(req, spec)
+  local bytes, mime = image_for(req, spec, f)
   local status = tonumber(f.status) and floor(tonumber(f.status)) or 200
   if f.raw_image then
+    bill(spec, 1, f)
     return http.new_response(200, bytes, mime)
   end
   local n = count_of(req, f)
   if f.empty_data then n = 0 end
+  if status < 300 then bill(spec, n, f) end
   if f.malformed then
     return http.new_response(200, format('{"created":%d,"data":[{"b64_json":"%s",', ngx.time(),
       sub(ngx.encode_base64(sub(bytes, 1, 60)), 1, 40)))
@@ -244,11 +252,12 @@ local function send_stream(req, spec, f)
     ngx.flush(true)
     return ngx.exit(ngx.OK)
   end
+  if not (f.stream_error or f.stream_end_early) then bill(spec, n, f) end
   local usage = usage_json(spec, n, f)
   for i = 1, n do
     local w, h
     for k = 0, partials - 1 do
-      local bytes, _, pw, ph = image_for(req, spec, k + 1)
+      local bytes, _, pw, ph = image_for(req, spec, f, k + 1)
       w, h = pw, ph
       event("image_generation.partial_image", {
         '"type":"image_generation.partial_image"',
@@ -263,7 +272,7 @@ local function send_stream(req, spec, f)
       end
     end
     if f.stream_end_early then return ngx.exit(ngx.OK) end
-    local bytes, _, fw, fh = image_for(req, spec)
+    local bytes, _, fw, fh = image_for(req, spec, f)
     w, h = fw or w, fh or h
     local members = {
       '"type":"image_generation.completed"',

@@ -14,6 +14,7 @@ local M = {}
 local fixtures = {}
 local png_cache, png_order = {}, {} -- "w:h:seed" -> png bytes; keys oldest first
 local PNG_CACHE_MAX = 24
+local padded = {}                    -- the last padded image: key, bytes
 
 -- The fixtures: files beside this module, else the embedded copies.
 function M.init()
@@ -67,15 +68,21 @@ local function make_png(w, h, seed)
 end
 
 -- The image for a request: bytes, mime, w, h. VARIANT (a partial image's
--- number) changes the colours.
-function M.for_request(req, family, variant)
+-- number) changes the colours; BYTES pads a PNG to that size (png.pad).
+function M.for_request(req, family, variant, bytes)
   local fmt = req.output_format
   if fmt == "jpeg" then return fixtures.jpeg, "image/jpeg" end
   if fmt == "webp" then return fixtures.webp, "image/webp" end
   local w, h = dimensions(req, family)
   local seed = png.hash(type(req.prompt) == "string" and req.prompt or "")
   if variant then seed = (seed + variant * 7919) % 4294967296 end
-  return make_png(w, h, seed), "image/png", w, h
+  local p = make_png(w, h, seed)
+  if bytes then
+    local key = w .. ":" .. h .. ":" .. seed .. ":" .. bytes
+    if padded.key ~= key then padded.key, padded.bytes = key, png.pad(p, bytes, seed) end
+    p = padded.bytes
+  end
+  return p, "image/png", w, h
 end
 
 return M

@@ -1,7 +1,7 @@
 -- omixa.serve.state: what the stand-in remembers between requests. nginx
 -- runs one process (master_process off), so this is plain Lua in its one VM:
--- the fault queue, the requests and image fetches seen, and the images of
--- url_only answers. The request
+-- the fault queue, the requests and image fetches seen, the images of
+-- url_only answers, and the running total of what it billed. The request
 -- handler and the fault injection write it; the control API reads and
 -- clears it.
 
@@ -20,6 +20,7 @@ local M = {}
 M.faults = {}     -- queue of fault tables (faults.lua)
 M.requests = {}   -- recorded generation requests
 M.fetches = {}    -- recorded GETs of /_omixa/images/*
+M.billing = { micros = 0, images = 0, answers = 0 }
 local recorded_bytes = 0
 local images, image_ids = {}, {} -- id -> { bytes =, mime = }; ids oldest first
 
@@ -69,10 +70,29 @@ function M.amount(m)
   return format("%d.%06d", floor(m / 1000000), m % 1000000)
 end
 
+-- One answer that billed AMOUNT (a six-decimal string) for N images.
+function M.bill(amount, n)
+  local b = M.billing
+  b.micros = b.micros + M.micros(amount)
+  b.images = b.images + n
+  b.answers = b.answers + 1
+end
+
+-- The running total, as GET /_omixa/billing shows it.
+function M.billed()
+  local b = M.billing
+  return { billed_amount = M.amount(b.micros), images = b.images, answers = b.answers }
+end
+
+function M.forget_billing()
+  M.billing = { micros = 0, images = 0, answers = 0 }
+end
+
 -- POST /_omixa/reset: everything above back to empty.
 function M.reset()
   M.faults, M.fetches = {}, {}
   M.forget_requests()
+  M.forget_billing()
   images, image_ids = {}, {}
 end
 

@@ -257,9 +257,10 @@ describe("core.sse_parser", function()
     local chunk = {}
     for i = 1, 5000 do chunk[i] = "data: " .. i .. "\n\n" end
     chunk = table.concat(chunk)
+    local fuse = { armed = false } -- disarmed: a late finalizer does nothing
     local function bomb()
-      local armed = true
-      local function gc() if armed then armed = false; error("bomb", 0) end end
+      fuse.armed = true
+      local function gc() if fuse.armed then fuse.armed = false; error("bomb", 0) end end
       if newproxy then -- luacheck: ignore
         getmetatable(newproxy(true)).__gc = gc -- luacheck: ignore
       else
@@ -267,6 +268,13 @@ describe("core.sse_parser", function()
       end
     end
     local raised = false
+    -- a collector that runs often, so that its finalizers run inside feed
+    local pause, stepmul = collectgarbage("setpause", 100), collectgarbage("setstepmul", 1000)
+    finally(function()
+      fuse.armed = false
+      collectgarbage("setpause", pause)
+      collectgarbage("setstepmul", stepmul)
+    end)
     for _ = 1, 50 do
       local p = core.sse_parser()
       collectgarbage()
@@ -274,8 +282,10 @@ describe("core.sse_parser", function()
       bomb()
       collectgarbage("restart")
       local ok, err = pcall(p.feed, p, chunk)
+      fuse.armed = false
       if not ok then
-        assert.equal("bomb", err)
+        -- Lua 5.2 and 5.3 say "error in __gc metamethod (bomb)"
+        assert.truthy(tostring(err):find("bomb", 1, true), tostring(err))
         raised = true
         local ok2, err2 = pcall(p.feed, p, "data: z\n\n")
         assert.is_false(ok2, "fed on after a raise: " .. tostring(ok2 and err2[1] and err2[1].data))

@@ -104,7 +104,7 @@ $(BUILD):
 # default: its UBSan shares the ASan runtime and honours log_path (gcc's
 # prints to stderr whatever the options say); ASAN_CC=gcc works too.
 ASAN_CC   ?= clang
-ASAN_SAN  := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+ASAN_SAN  := -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=undefined,float-cast-overflow
 ASAN_DIR  := build/$(TAG)-asan
 
 asan:
@@ -122,7 +122,7 @@ test-asan: asan
 # linked with an archive of the core's sources built with the same
 # sanitizers (so each target pulls in only the parsers it calls).
 FUZZ_CC      ?= clang
-FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_SAN     := -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=undefined,float-cast-overflow
 FUZZ_CFLAGS  := $(WARN) -g -O1 -fno-omit-frame-pointer $(FUZZ_SAN) -D_POSIX_C_SOURCE=200809L \
                 -Isrc -Ifuzz $(LUA_CFLAGS) $(CURL_CFLAGS)
 LUA_LIBS      = $(shell $(PKG_CONFIG) --libs $(LUA_PC) 2>/dev/null)

@@ -18,7 +18,8 @@
 --   srv:requests() generation requests seen since the last reset, decoded:
 --                  { method=, uri=, headers={lower-case name = value}, body="raw" }
 --   srv:fetches()  GETs of /_omixa/images/<id> (url_only images), same shape
---   srv:reset()    clear faults, recorded requests, fetches and stored images
+--   srv:billing()  what it billed: { billed_amount = "0.066000", images = 2, answers = 1 }
+--   srv:reset()    clear faults, recorded requests, fetches, stored images, billing
 --   srv:control(method, path [, body_table]) -> status, decoded body (or raw text)
 --   srv:stop()     stop nginx, remove the state directory (idempotent)
 --   helpers.tmpdir()            a fresh directory, removed when the run ends
@@ -291,6 +292,13 @@ end
 
 function Server:fetches()
   local _, res = self:control("GET", "/_omixa/fetches")
+  return res
+end
+
+-- What the stand-in billed since its last reset:
+-- { billed_amount = "0.066000", images = 2, answers = 1 }.
+function Server:billing()
+  local _, res = self:control("GET", "/_omixa/billing")
   return res
 end
 

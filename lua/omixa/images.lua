@@ -10,7 +10,11 @@ local format, match = string.format, string.match
 
 local images = {}
 
-images.sniff = core.sniff
+-- omixa.sniff(bytes): nil when the header is cut before the size (API.md)
+function images.sniff(bytes) return core.sniff(bytes) end
+
+-- The type of BYTES for a mime: a cut header still names its format.
+local function sniff_type(bytes) return core.sniff(bytes, true) end
 images.b64encode = core.b64encode
 images.b64decode = core.b64decode
 
@@ -34,7 +38,7 @@ function images.read_image(path)
   end
   local bytes, err = read_file(path)
   if not bytes then return nil, "omixa: cannot read image: " .. tostring(err) end
-  local info = core.sniff(bytes)
+  local info = sniff_type(bytes)
   if not info then
     return nil, format("omixa: %s is not a PNG, JPEG, WebP, GIF, HEIC/HEIF or AVIF image", path)
   end
@@ -47,7 +51,7 @@ function images.data_url(bytes, mime)
     error("omixa: data_url: bytes must be a string (got " .. type(bytes) .. ")", 2)
   end
   if mime == nil then
-    local info = core.sniff(bytes)
+    local info = sniff_type(bytes)
     if not info then error("omixa: data_url: bytes are not a known image type; pass a mime", 2) end
     mime = info.mime
   elseif type(mime) ~= "string" or not match(mime, "^[%w%.%+%-]+/[%w%.%+%-]+$") then
@@ -87,7 +91,7 @@ end
 
 local function from_bytes(bytes, mime, where)
   if mime == nil then
-    local info = core.sniff(bytes)
+    local info = sniff_type(bytes)
     if not info then
       return fail("field '%s' is not a PNG, JPEG, WebP, GIF, HEIC/HEIF or AVIF image (pass mime = ... for other types)", where)
     end
@@ -131,7 +135,7 @@ local function from_path(path, where)
     return from_bytes(head .. (rest or ""), nil, where)
   end
   f:close()
-  local info = core.sniff(head)
+  local info = sniff_type(head)
   if not info then
     return fail("field '%s' is not a PNG, JPEG, WebP, GIF, HEIC/HEIF or AVIF image (pass mime = ... for other types)", where)
   end

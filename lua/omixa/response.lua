@@ -97,9 +97,10 @@ function response.scanned_image(v, images)
 end
 
 -- { mime=, format=, width=, height=, bytes= } of one image (sniffed; the
--- fallback mime when sniffing knows nothing better).
+-- fallback mime when sniffing knows nothing better; a cut header still
+-- gives its format).
 function response.image_info(bytes, fallback_mime)
-  local s = core.sniff(bytes)
+  local s = core.sniff(bytes, true)
   local info = { bytes = #bytes }
   if s then
     info.mime, info.format, info.width, info.height = s.mime, s.format, s.width, s.height

@@ -203,14 +203,16 @@ function Stream:feed(chunk)
   abandoned(self)
   if self.failed then return nil, self.failed end
   if self.finished_stream then return true end
-  local events, msg, what = self.parser:feed(chunk)
+  -- on too_large, BEFORE holds the events the chunk completed before it
+  local events, msg, what, before = self.parser:feed(chunk)
+  local list = events or before or {}
+  for i = 1, #list do
+    handle(self, list[i])
+    if self.failed then return nil, self.failed end
+    if self.finished_stream then return true end
+  end
   if not events then
     return fail(self, { kind = what == "too_large" and "too_large" or "protocol", message = msg })
-  end
-  for i = 1, #events do
-    handle(self, events[i])
-    if self.failed then return nil, self.failed end
-    if self.finished_stream then break end
   end
   return true
 end

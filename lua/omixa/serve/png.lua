@@ -156,4 +156,23 @@ function M.render(w, h, seed, noise)
     .. chunk("IEND", "")
 end
 
+-- PNG (from M.render) grown to TOTAL bytes by an ancillary, private,
+-- safe-to-copy chunk "omXp" of pseudo-random bytes (from SEED) just before
+-- IEND: decoders skip it, so the picture is the same; PNG itself when TOTAL
+-- leaves no room for the chunk's 12 bytes of framing.
+function M.pad(p, total, seed)
+  local n = floor(total) - #p - 12
+  if n < 0 then return p end
+  local words = floor((n + 3) / 4)
+  local buf = ffi.new("uint32_t[?]", max(words, 1))
+  local x = bit.bor(band(seed or 1, 0x7fffffff), 1)
+  for i = 0, words - 1 do -- xorshift32
+    x = bxor(x, bit.lshift(x, 13))
+    x = bxor(x, rshift(x, 17))
+    x = bxor(x, bit.lshift(x, 5))
+    buf[i] = x
+  end
+  return p:sub(1, #p - 12) .. chunk("omXp", ffi.string(buf, n)) .. p:sub(-12)
+end
+
 return M

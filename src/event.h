@@ -18,7 +18,8 @@ typedef struct omx_events {
     int epfd, tfd;
 } omx_events;
 
-/* Open EV: 0, or -1 with errno set (EV then holds only what needs closing). */
+/* Open EV: 0, or -1 with errno set. Either way EV is then fit for
+ * omx_events_close (it holds only what needs closing). */
 int omx_events_open(omx_events *ev);
 /* Close what EV holds; idempotent. */
 void omx_events_close(omx_events *ev);
@@ -34,6 +35,9 @@ void omx_events_arm(omx_events *ev, double at);
  * seen, or -1 on an error of the wait itself. */
 typedef void (*omx_ready_fn)(void *ud, int fd, int what);
 int omx_events_wait(omx_events *ev, int timeout_ms, omx_ready_fn ready, void *ud);
+
+/* This process's id (to tell a fork's child from its parent). */
+long omx_pid(void);
 
 /* Monotonic seconds; sleep for SECONDS (<= 0: not at all). */
 double omx_now(void);

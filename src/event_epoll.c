@@ -10,6 +10,11 @@
 
 #include "event.h"
 
+long omx_pid(void)
+{
+    return (long)getpid();
+}
+
 double omx_now(void)
 {
     struct timespec ts;
@@ -31,7 +36,10 @@ void omx_sleep(double t)
 int omx_events_open(omx_events *ev)
 {
     struct epoll_event e;
+    ev->tfd = -1;
     ev->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (ev->epfd < 0)
+        return -1;
     ev->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (ev->epfd < 0 || ev->tfd < 0)
         return -1;

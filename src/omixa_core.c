@@ -23,6 +23,7 @@ int luaopen_omixa_core(lua_State *L)
     omx_transport_open(L);
     omx_crypto_open(L);
     omx_body_open(L);
+    omx_testhooks_open(L);
     lua_pushliteral(L, OMIXA_VERSION);
     lua_setfield(L, -2, "_VERSION");
     return 1;

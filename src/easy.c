@@ -168,8 +168,8 @@ static int opt_bool(lua_State *L, int tab, const char *k)
 
 #define MAX_SECONDS 1e7   /* any timeout above this (115 days) is a mistake */
 
-/* Seconds in [0, MAX_SECONDS] as curl's milliseconds (a long of 32 bits
- * holds 2e9 ms, 23 days: beyond that, no limit would be the same). */
+/* Seconds in [0, MAX_SECONDS] as curl's milliseconds, capped at 2e9 ms
+ * (about 23 days) so that a 32-bit long holds them. */
 static long to_ms(double seconds)
 {
     if (seconds <= 0)

@@ -34,10 +34,10 @@ struct scan_sink {
 
 /* Image rooms: small ones from malloc; big ones are pages of their own
  * (huge pages where the kernel allows: a few faults instead of thousands).
- * The multi keeps the biggest one of its last response for the next
- * (SPARE), so a client receiving big images in a row decodes into pages
+ * The multi keeps the SPARES biggest big rooms it was given back (its
+ * spare), so a client receiving big images in a row decodes into pages
  * that are already there: no fault, no zeroing; client:close() (the
- * multi's close) gives it back. (MADV_FREE on the spare was measured: it
+ * multi's close) gives them back. (MADV_FREE on the spare was measured: it
  * makes the next use slower than fresh pages.) */
 static void unmap_room(omx_buf *b)
 {
@@ -141,7 +141,8 @@ static size_t trusted_room(size_t hint, size_t have)
 }
 
 /* Room for image INDEX: the Content-Length still to come tells how big it
- * can be, so the first room is usually the last. */
+ * can be (as far as trusted_room trusts it), so for an image of up to about
+ * 6 MiB the first room is usually the last; bigger ones grow by doubling. */
 static unsigned char *sink_room(void *ud, size_t index, size_t have, size_t need)
 {
     scan_sink *k = (scan_sink *)ud;

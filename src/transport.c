@@ -6,8 +6,10 @@
  *                                    requests, and a pool of easy handles
  *   multi:add(req) -> transfer       starts a transfer at once
  *   multi:poll(timeout) -> { transfer, ... }   waits up to TIMEOUT seconds
- *                                    (0: not at all) for activity, drives
- *                                    every transfer, returns the finished ones
+ *                                    (0: not at all; NaN raises; a wait past
+ *                                    ~23 days returns early) for activity,
+ *                                    drives every transfer, returns the
+ *                                    finished ones
  *   multi:fd() -> integer            readable when poll has work to do
  *   multi:wake_at(t | nil)           also make fd readable at monotonic time T
  *   multi:running() -> integer
@@ -19,15 +21,23 @@
  *   transfer:progress() -> phase, sent, send_total, received, receive_total
  *   transfer:head() -> status, headers     once the header block is complete
  *   transfer:take() -> bytes               the body received since the last
- *                                    take (for streams read as they arrive)
+ *                                    take (for streams read as they arrive;
+ *                                    a scanned body keeps only its excerpt,
+ *                                    and the event-stream test that rules
+ *                                    scanning out is the header reader's,
+ *                                    the same one head() reports through)
  *   core.now(), core.sleep(s), core.curl_version()
  *
  * req = { url =, method = "GET"|"POST", headers = { "Name: value", ... },
  *         body = string|buffer|nil, timeout =, connect_timeout =, idle_timeout =
  *         (seconds), ca_file =, ca_path =, insecure =, proxy =, user_agent =,
- *         max_response_bytes =, scan_images = bool, progress =
- *         function(phase, sent, send_total, received, receive_total) -> false
- *         cancels }
+ *         max_response_bytes = (0 or absent: no limit), scan_images = bool,
+ *         progress = function(phase, sent, send_total, received,
+ *         receive_total) -> false cancels }
+ *       A number outside its range (NaN, negative, absurd: easy.c) raises.
+ *       A response refused at its header block (headers.c): conflicting
+ *       Content-Type on a 2xx or conflicting Content-Length is kind
+ *       "protocol", a Content-Length above max_response_bytes "too_large".
  * res = { status =, headers = { [lower-case name] = value }, body = buffer,
  *         received_bytes =, sent = bool, received = bool }
  *       With scan_images, a 2xx body that is neither an event stream nor an
@@ -46,9 +56,11 @@
  * event loop (vim.uv, cqueues, select) can wait on multi:fd() alone.
  *
  * Lua runs inside curl only through lua_pcall of a trampoline that poll()
- * pushed beforehand; nothing that can raise is called from a curl callback,
- * and everything curl borrows (the body string, the header list) stays
- * anchored in the registry until the transfer is finished.
+ * pushed beforehand; nothing that can raise is called from a curl callback.
+ * What curl borrows stays alive until the transfer is finished: the body
+ * string or buffer by its own registry reference (body_ref), the header
+ * list and the error buffer as memory the transfer owns. A multi belongs to
+ * the process that made it (see forked).
  *
  * The parts: easy.c (a request's easy handle), sink.c (response bodies),
  * headers.c (the header reader), event_epoll.c (the OS event loop). */

@@ -38,8 +38,8 @@ typedef struct transfer {
     int running, finished;
     int result_lost;            /* out of memory while finishing: result() says so */
 
-    /* Registry references: the request table (anchors the body string and
-     * the progress function), the response buffer, the progress function,
+    /* Registry references: the request table, the response buffer, the
+     * progress function,
      * a slot for a callback's error, the result, itself while running, the
      * request body curl reads. LUA_NOREF when unset. */
     int req_ref, buf_ref, fn_ref, err_ref, res_ref, self_ref, body_ref;

@@ -99,7 +99,8 @@ $(BUILD):
 	@mkdir -p $@
 	@$(PKG_CONFIG) --exists $(LUA_PC) || { echo "omixa: no pkg-config entry '$(LUA_PC)': install its -dev package (see README)" >&2; exit 1; }
 
-# A build with AddressSanitizer and UBSan, and build/<tag>-asan/<lua>, the
+# A build with AddressSanitizer and UBSan (and the fault injection of
+# src/testhooks.c), and build/<tag>-asan/<lua>, the
 # interpreter that runs it (see spec/asan/wrapper). Built with clang by
 # default: its UBSan shares the ASan runtime and honours log_path (gcc's
 # prints to stderr whatever the options say); ASAN_CC=gcc works too.
@@ -108,7 +109,7 @@ ASAN_SAN  := -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-reco
 ASAN_DIR  := build/$(TAG)-asan
 
 asan:
-	$(MAKE) TAG=$(TAG)-asan BUILD=$(ASAN_DIR) CC="$(ASAN_CC)" OPT="-O1 -g -fno-omit-frame-pointer $(ASAN_SAN)" \
+	$(MAKE) TAG=$(TAG)-asan BUILD=$(ASAN_DIR) CC="$(ASAN_CC)" OPT="-O1 -g -fno-omit-frame-pointer $(ASAN_SAN) -DOMX_TEST_HOOKS" \
 	        LDFLAGS="$(ASAN_SAN) $(if $(findstring clang,$(ASAN_CC)),-shared-libasan)" core
 	$(ASAN_CC) -std=c99 -O2 -fPIC -shared -o $(ASAN_DIR)/preload.so spec/asan/preload.c
 	@sh spec/asan/wrapper $(ASAN_DIR) $(LUA) $(ASAN_CC)

@@ -36,7 +36,7 @@ build = {
         "src/sniff.c", "src/json.c", "src/sse.c", "src/transport.c", "src/easy.c",
         "src/sink.c", "src/headers.c", "src/event_epoll.c", "src/event_kqueue.c",
         "src/event_portable.c", "src/crypto.c",
-        "src/body.c", "src/b64fast.c", "src/platform.c",
+        "src/body.c", "src/b64fast.c", "src/platform.c", "src/testhooks.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
       libraries = { "curl", "crypto" },

@@ -20,7 +20,10 @@ int omx_events_open(omx_events *ev, CURLM *cm)
 {
     struct epoll_event e;
     (void)cm;
+    ev->tfd = -1;
     ev->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (ev->epfd < 0)
+        return -1;
     ev->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (ev->epfd < 0 || ev->tfd < 0)
         return -1;

@@ -68,6 +68,7 @@ int luaopen_omixa_core(lua_State *L)
     omx_crypto_open(L);
     omx_body_open(L);
     omx_platform_open(L);
+    omx_testhooks_open(L);
     lua_pushliteral(L, OMIXA_VERSION);
     lua_setfield(L, -2, "_VERSION");
     lua_pushinteger(L, LUA_VERSION_NUM); /* the Lua this core was built for */

@@ -27,6 +27,11 @@
 
 #if defined(_WIN32)
 
+long omx_pid(void)
+{
+    return (long)GetCurrentProcessId();
+}
+
 double omx_now(void)
 {
     static LARGE_INTEGER freq;
@@ -51,6 +56,11 @@ static size_t page_size(void)
 }
 
 #else
+
+long omx_pid(void)
+{
+    return (long)getpid();
+}
 
 double omx_now(void)
 {

@@ -2,6 +2,8 @@
  * place: every other file of the core (but the event backends) is plain C99
  * over Lua, libcurl and libcrypto.
  *
+ *   omx_pid()                 this process's id (getpid, GetCurrentProcessId): a
+ *                             multi tells a fork's child from its parent by it
  *   omx_now()                 monotonic seconds (clock_gettime(CLOCK_MONOTONIC),
  *                             QueryPerformanceCounter on Windows)
  *   omx_sleep(seconds)        nanosleep, resumed after a signal (Sleep on Windows)
@@ -24,6 +26,7 @@
 #include <stddef.h>
 #include <lua.h>
 
+long omx_pid(void);
 double omx_now(void);
 void omx_sleep(double seconds);
 void *omx_pages_alloc(size_t *size);

@@ -7,12 +7,14 @@
 
 #include <lauxlib.h>
 
+#include "headers.h"
 #include "json.h"
 #include "platform.h"
 #include "transport.h"
 
 #define SCAN_EXCERPT 2048      /* body bytes kept when scanning */
 #define BIG_ROOM (1u << 20)      /* image rooms this big are pages of their own */
+#define TRUSTED_ROOM (8u << 20)  /* a declared length reserved at once, at most */
 
 /* A response body scanned for images as it arrives. */
 struct scan_sink {
@@ -30,10 +32,10 @@ struct scan_sink {
 
 /* Image rooms: small ones from malloc; big ones are pages of their own
  * (huge pages where the kernel allows: a few faults instead of thousands).
- * The multi keeps the biggest one of its last response for the next
- * (SPARE), so a client receiving big images in a row decodes into pages
+ * The multi keeps the SPARES biggest big rooms it was given back (its
+ * spare), so a client receiving big images in a row decodes into pages
  * that are already there: no fault, no zeroing; client:close() (the
- * multi's close) gives it back. (MADV_FREE on the spare was measured: it
+ * multi's close) gives them back. (MADV_FREE on the spare was measured: it
  * makes the next use slower than fresh pages.) */
 static void unmap_room(omx_buf *b)
 {
@@ -103,8 +105,33 @@ static int room_grow(omx_buf *spare, omx_buf *b, size_t have, size_t want)
     return 0;
 }
 
+/* The response's Content-Length when it is known, else 0: how much room
+ * its body may need. A length above max_response_bytes never gets here (the
+ * header reader refuses it, headers.c), but below a huge limit it may still
+ * lie: see trusted_room. */
+static size_t length_hint(transfer *t)
+{
+    const char *v;
+    size_t vl;
+    double cl;
+    if (omx_headers_get(t->head.data, t->head.len, "content-length", &v, &vl) != 1)
+        return 0;
+    cl = omx_headers_length(v, vl);
+    return cl > 0 && cl < (double)((size_t)-1 / 2) ? (size_t)cl : 0;
+}
+
+/* How much of a declared length HINT to reserve ahead of the data once
+ * HAVE bytes have arrived: all of it up to TRUSTED_ROOM, else at most 8
+ * times what came, so a lying header costs nothing until the data does. */
+static size_t trusted_room(size_t hint, size_t have)
+{
+    size_t limit = have > TRUSTED_ROOM / 8 ? (have > (size_t)-1 / 8 ? (size_t)-1 : have * 8) : TRUSTED_ROOM;
+    return hint < limit ? hint : limit;
+}
+
 /* Room for image INDEX: the Content-Length still to come tells how big it
- * can be, so the first room is usually the last. */
+ * can be (as far as trusted_room trusts it), so for an image of up to about
+ * 6 MiB the first room is usually the last; bigger ones grow by doubling. */
 static unsigned char *sink_room(void *ud, size_t index, size_t have, size_t need)
 {
     scan_sink *k = (scan_sink *)ud;
@@ -113,7 +140,7 @@ static unsigned char *sink_room(void *ud, size_t index, size_t have, size_t need
     if (b->cap < need) {
         size_t want = need, guess = 0;
         if (k->hint > k->fed)
-            guess = (k->hint - k->fed) / 4 * 3 + 8; /* all that is still to come */
+            guess = trusted_room(k->hint - k->fed, k->fed) / 4 * 3 + 8; /* all that is still to come */
         if (k->nimgs > 0 && guess > 0) {
             /* a later image: likely the size of the one before */
             size_t prev = k->imgs[k->nimgs - 1].len;
@@ -169,43 +196,19 @@ void omx_scan_free(transfer *t)
     t->scan = NULL;
 }
 
-/* The response's Content-Length when it is known and within
- * max_response_bytes, else 0: how much room its body may need. */
-static size_t length_hint(transfer *t)
-{
-    curl_off_t cl = -1;
-    if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK
-        && cl > 0 && (!t->max_response || (size_t)cl <= t->max_response))
-        return (size_t)cl;
-    return 0;
-}
-
-/* Does S begin with PREFIX (ASCII, any case)? */
-static int has_prefix_ci(const char *s, const char *prefix)
-{
-    for (; *prefix; s++, prefix++) {
-        int a = (unsigned char)*s, b = (unsigned char)*prefix;
-        if (a >= 'A' && a <= 'Z') a += 'a' - 'A';
-        if (a != b)
-            return 0;
-    }
-    return 1;
-}
-
 /* At the first body byte: scan this body? Only a 2xx that is neither an
  * event stream nor an image. 0, or -1 when out of memory. */
 static int scan_decide(transfer *t)
 {
-    long status = 0;
-    char *ctype = NULL;
+    int status = omx_headers_status(t->head.data, t->head.len);
+    const char *ctype;
+    size_t cl;
     scan_sink *k;
     t->scan_mode = SCAN_NOT;
-    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ctype);
     if (status < 200 || status > 299)
         return 0;
-    if (ctype != NULL && (has_prefix_ci(ctype, "text/event-stream")
-                          || has_prefix_ci(ctype, "image/")))
+    if (omx_headers_get(t->head.data, t->head.len, "content-type", &ctype, &cl) != 0
+        && (omx_media_is(ctype, cl, "text/event-stream") || omx_media_is(ctype, cl, "image/")))
         return 0;
     if ((k = (scan_sink *)calloc(1, sizeof *k)) == NULL)
         return -1;
@@ -253,10 +256,12 @@ size_t omx_on_write(char *p, size_t size, size_t n, void *ud)
         return len;
     }
     if (b->cap == 0) {
-        /* Pre-size from Content-Length, within the limit. */
-        size_t cl = length_hint(t);
-        if (cl > 0)
-            (void)omx_buf_reserve(b, cl);
+        /* Pre-size from Content-Length, as far as it is trusted. */
+        size_t cl = trusted_room(length_hint(t), len);
+        if (cl > len && omx_buf_reserve_exact(b, cl) != 0) {
+            t->abort = AB_NOMEM;
+            return 0;
+        }
     }
     if (omx_buf_append(b, p, len) != 0) {
         t->abort = AB_NOMEM;

@@ -50,6 +50,7 @@ build = {
     ["omixa.debuglog"] = "lua/omixa/debuglog.lua",
     ["omixa.guard"] = "lua/omixa/guard.lua",
     ["omixa.job"] = "lua/omixa/job.lua",
+    ["omixa.store.memory"] = "lua/omixa/store/memory.lua",
     ["omixa.serve"] = "lua/omixa/serve/init.lua",
     ["omixa.serve.handler"] = "lua/omixa/serve/handler.lua",
     ["omixa.serve.png"] = "lua/omixa/serve/png.lua",

@@ -31,7 +31,7 @@ local M = { VERSION = VERSION }
 local OPTIONS = {
   api_key = { "string", "function" }, base_url = { "string" }, model = { "string" },
   timeout = { "number" }, connect_timeout = { "number" }, idle_timeout = { "number" },
-  max_retries = { "integer" }, retry_unknown = { "boolean" },
+  deadline = { "number" }, max_retries = { "integer" }, retry_unknown = { "boolean" },
   max_response_bytes = { "integer" }, max_request_bytes = { "integer" },
   ca_file = { "string" }, ca_path = { "string" }, insecure = { "boolean" },
   proxy = { "string" }, user_agent = { "string" }, headers = { "table" },
@@ -42,13 +42,20 @@ local OPTIONS = {
 
 local CALL_OPTIONS = {
   timeout = { "number" }, connect_timeout = { "number" }, idle_timeout = { "number" },
-  max_retries = { "integer" }, retry_unknown = { "boolean" }, on_progress = { "function" },
-  stream = { "boolean" }, on_partial = { "function" }, on_event = { "function" },
+  deadline = { "number" }, max_retries = { "integer" }, retry_unknown = { "boolean" },
+  on_progress = { "function" }, stream = { "boolean" }, on_partial = { "function" },
+  on_event = { "function" }, extra_body = { "table" }, extra_headers = { "table" },
 }
 
-local NON_NEGATIVE = { timeout = true, connect_timeout = true, idle_timeout = true, max_retries = true }
-local POSITIVE = { max_response_bytes = true, max_request_bytes = true, concurrency = true,
-                   cache_max_bytes = true }
+-- The range of each numeric option: below MIN or above MAX is misuse (NaN
+-- and the infinities never pass). Times in seconds, sizes in bytes.
+local DAY, TiB = 86400, 2 ^ 40
+local RANGE = {
+  timeout = { 0, 30 * DAY }, connect_timeout = { 0, 30 * DAY }, idle_timeout = { 0, 30 * DAY },
+  deadline = { 0, 30 * DAY, positive = true }, max_retries = { 0, 100 },
+  max_response_bytes = { 1, TiB }, max_request_bytes = { 1, TiB }, cache_max_bytes = { 1, 2 ^ 53 },
+  concurrency = { 1, 1024 },
+}
 
 local function names(t)
   local out = {}
@@ -82,11 +89,18 @@ local function check_options(opts, spec, what)
     if not ok then
       return nil, format("omixa: %s '%s' must be %s (got %s)", what, k, concat(want, " or "), schema.show(v))
     end
-    if NON_NEGATIVE[k] and v < 0 then
-      return nil, format("omixa: %s '%s' must not be negative (got %s)", what, k, tostring(v))
-    end
-    if POSITIVE[k] and v <= 0 then
-      return nil, format("omixa: %s '%s' must be positive (got %s)", what, k, tostring(v))
+    local range = RANGE[k]
+    if range and not (v >= range[1] and v <= range[2] and (v > 0 or not range.positive)) then
+      if v ~= v or v == math.huge or v == -math.huge then
+        return nil, format("omixa: %s '%s' must be a finite number (got %s)", what, k, tostring(v))
+      end
+      if v < 0 then
+        return nil, format("omixa: %s '%s' must not be negative (got %s)", what, k, tostring(v))
+      end
+      if v <= 0 or v < range[1] then
+        return nil, format("omixa: %s '%s' must be positive (got %s)", what, k, tostring(v))
+      end
+      return nil, format("omixa: %s '%s' must be at most %.15g (got %s)", what, k, range[2], tostring(v))
     end
   end
   return opts
@@ -111,6 +125,23 @@ local function lua_version()
   return _VERSION
 end
 
+-- { { name, value }, ... } sorted by name, of a user's header table, or
+-- nil, message.
+local function header_list(t, what)
+  local out = {}
+  for k, v in pairs(t or {}) do
+    if type(k) ~= "string" or not match(k, "^[%w!#$%%&'*+%-.^_`|~]+$") then
+      return nil, format("omixa: %s has an invalid header name %s", what, schema.show(k))
+    end
+    if type(v) ~= "string" or find(v, "[\r\n%z]") then
+      return nil, format("omixa: %s value of '%s' must be a string without line breaks", what, k)
+    end
+    out[#out + 1] = { k, v }
+  end
+  table.sort(out, function(a, b) return a[1] < b[1] end)
+  return out
+end
+
 local Client = {}
 Client.__index = Client
 Client.__name = "omixa.client"
@@ -131,19 +162,9 @@ function M.new(options)
     error(format("omixa: base_url must start with http:// or https:// (got %s)", schema.show(base)), 2)
   end
   base = base:gsub("/+$", "")
-  local headers = {}
-  if opts.headers then
-    for k, v in pairs(opts.headers) do
-      if type(k) ~= "string" or not match(k, "^[%w!#$%%&'*+%-.^_`|~]+$") then
-        error(format("omixa: option 'headers' has an invalid header name %s", schema.show(k)), 2)
-      end
-      if type(v) ~= "string" or find(v, "[\r\n%z]") then
-        error(format("omixa: option 'headers' value of '%s' must be a string without line breaks", k), 2)
-      end
-      headers[#headers + 1] = { k, v }
-    end
-    table.sort(headers, function(a, b) return a[1] < b[1] end)
-  end
+  local headers
+  headers, err = header_list(opts.headers, "option 'headers'")
+  if not headers then error(err, 2) end
   local env_key = getenv("OMIXA_API_KEY")
   local self = setmetatable({
     base_url = base,
@@ -152,6 +173,7 @@ function M.new(options)
     connect_timeout = opts.connect_timeout or 10,
     idle_timeout = opts.idle_timeout or 120,
     max_retries = opts.max_retries or 2,
+    deadline = opts.deadline,
     retry_unknown = opts.retry_unknown == true,
     max_response_bytes = opts.max_response_bytes or 256 * MiB,
     max_request_bytes = opts.max_request_bytes or 20 * MiB,
@@ -218,6 +240,48 @@ local function config_error(message, key)
   return nil, errors.new{ kind = "config", message = message, attempts = 0, secrets = { key } }
 end
 
+-- The fields of EXTRA (call option extra_body) added to PREPARED's, after
+-- them, in name order, each value as JSON; true | nil, message (misuse: a
+-- field the model's schema lists, or a value JSON cannot hold).
+local function add_extra_body(prepared, extra)
+  if extra == nil then return true end
+  local listed = prepared.spec and prepared.spec.fields or models.common
+  local sent = {}
+  for _, f in ipairs(prepared.fields) do sent[f[1]] = true end
+  local ks = {}
+  for k in pairs(extra) do
+    if type(k) ~= "string" or k == "" then
+      return nil, format("omixa: call option 'extra_body' keys must be field names (got %s)", schema.show(k))
+    end
+    if listed[k] or sent[k] or k == "model" or k == "prompt" then
+      return nil, format("omixa: call option 'extra_body' field '%s' is a field of model '%s': set it in the request",
+        k, prepared.model)
+    end
+    ks[#ks + 1] = k
+  end
+  table.sort(ks)
+  for _, k in ipairs(ks) do
+    local json, jerr = cjson.encode(extra[k])
+    if not json then
+      return nil, format("omixa: call option 'extra_body' field '%s' cannot be sent as JSON: %s", k, tostring(jerr))
+    end
+    prepared.fields[#prepared.fields + 1] = { k, { json = json } }
+  end
+  return true
+end
+
+-- The client's headers with a call's (same name: the call's wins), sorted.
+local function merge_headers(base, call)
+  if #call == 0 then return base end
+  local out, seen = {}, {}
+  for _, h in ipairs(call) do seen[lower(h[1])] = true; out[#out + 1] = h end
+  for _, h in ipairs(base) do
+    if not seen[lower(h[1])] then out[#out + 1] = h end
+  end
+  table.sort(out, function(a, b) return a[1] < b[1] end)
+  return out
+end
+
 -- Validate the request and its call options (raising on misuse) and encode
 -- the body. Level counts from the public function's caller.
 local function build(self, request, call_opts, level)
@@ -241,6 +305,12 @@ local function build(self, request, call_opts, level)
     end
     prepared.fields[#prepared.fields + 1] = { "stream", true }
   end
+  local ok, xerr = add_extra_body(prepared, co.extra_body)
+  if not ok then error(xerr, level + 1) end
+  local hl
+  hl, xerr = header_list(co.extra_headers, "call option 'extra_headers'")
+  if not hl then error(xerr, level + 1) end
+  prepared.headers = merge_headers(self.extra_headers, hl)
   -- The body is an omixa.buffer: whoever ends up with it closes it (the job
   -- when it finishes), so that its megabytes go at once, not at a collection.
   local body, berr = wire.encode(prepared)
@@ -256,16 +326,17 @@ end
 
 -- Request headers as "Name: value" lines; the user's extra headers replace
 -- ours of the same name.
-local function header_lines(self, key, streaming)
+local function header_lines(self, key, streaming, user)
+  user = user or self.extra_headers
   local lines, seen = {}, {}
-  for _, h in ipairs(self.extra_headers) do seen[lower(h[1])] = true end
+  for _, h in ipairs(user) do seen[lower(h[1])] = true end
   local function add(name, value)
     if not seen[lower(name)] then lines[#lines + 1] = name .. ": " .. value end
   end
   if key then add("Authorization", "Bearer " .. key) end
   add("Content-Type", "application/json")
   add("Accept", streaming and "text/event-stream" or "application/json")
-  for _, h in ipairs(self.extra_headers) do lines[#lines + 1] = h[1] .. ": " .. h[2] end
+  for _, h in ipairs(user) do lines[#lines + 1] = h[1] .. ": " .. h[2] end
   return lines
 end
 
@@ -308,13 +379,14 @@ local function job_spec(self, prepared, body, co, streaming)
     model = prepared.model,
     co = co,
     max_retries = co.max_retries or self.max_retries,
+    deadline = co.deadline or self.deadline,
     retry_unknown = retry_unknown,
     -- The key is read again for every attempt, so that it may rotate.
     api_key = function()
       if first then first = false; return key end
       return api_key(self)
     end,
-    header_lines = function(k) return header_lines(self, k, streaming) end,
+    header_lines = function(k) return header_lines(self, k, streaming, prepared.headers) end,
     stream = streaming,
     n = request_n(prepared),
     max_response_bytes = self.max_response_bytes,
@@ -324,11 +396,20 @@ end
 
 -- Signing headers for every attempt of SPEC (omixa.guard), unless the
 -- user's own headers replace them.
-local function add_signer(self, spec)
+local function add_signer(self, spec, user)
   local own = {}
-  for _, h in ipairs(self.extra_headers) do own[lower(h[1])] = true end
+  for _, h in ipairs(user or self.extra_headers) do own[lower(h[1])] = true end
   spec.extra_headers = secrets[self].guard:signer(own)
   return spec
+end
+
+-- What, beside the body, makes two requests the same for the cache: the
+-- URL and the user's own headers (an extra header can change the answer).
+local function cache_identity(url, headers)
+  if #headers == 0 then return url end
+  local parts = { url }
+  for _, h in ipairs(headers) do parts[#parts + 1] = lower(h[1]) .. ": " .. h[2] end
+  return concat(parts, "\n")
 end
 
 -- A built request as a job: the cache, then the config checks, then the
@@ -339,11 +420,11 @@ end
 local function launch(self, prepared, body, co, streaming)
   local eng, g = engine_of(self), secrets[self].guard
   local url = self.base_url .. "/images/generations"
-  local key, imgs, info = g:lookup(url, body)
+  local key, imgs, info = g:lookup(cache_identity(url, prepared.headers), body)
   if imgs then body:close(); return job.finished(eng, imgs, info) end
   local spec, err = job_spec(self, prepared, body, co, streaming)
   if not spec then body:close(); return job.finished(eng, nil, err) end
-  add_signer(self, spec)
+  add_signer(self, spec, prepared.headers)
   spec.share_key = key
   if key and job.leader(eng, key) then return job.follow(eng, spec, g:waiter(key, prepared)) end
   local hold
@@ -413,14 +494,14 @@ end
 
 -- The decoded JSON of a 2xx answer to GET /models; an error as for generate.
 local function parse_json(status, headers, body)
-  if status < 200 or status > 299 then return response.parse(status, headers, body, {}) end
+  if status < 200 or status > 299 then return nil, errors.from_status(status, headers, body) end
   local text = body:string()
   local doc, jerr = cjson.decode(text)
   if doc == nil then
-    return nil, { kind = "protocol", status = status, request_id = response.request_id(headers),
-                  body = text:sub(1, 2048), message = "the model list is not JSON: " .. tostring(jerr) }
+    return nil, { kind = "protocol", status = status, request_id = errors.request_id(headers), headers = headers,
+                  body = errors.excerpt(text), message = "the model list is not JSON: " .. tostring(jerr) }
   end
-  return doc, { status = status, request_id = response.request_id(headers) }
+  return doc, { status = status, request_id = errors.request_id(headers), headers = headers }
 end
 
 -- client:models() -> the service's model list, decoded as sent | nil, err.
@@ -458,8 +539,8 @@ function Client:prepare(request, call_opts)
   local ok, berr = g:check(prepared)
   if not ok then buf:close(); return nil, berr end
   local url = self.base_url .. "/images/generations"
-  local lines = header_lines(self, key, streaming)
-  local sign = add_signer(self, {}).extra_headers
+  local lines = header_lines(self, key, streaming, prepared.headers)
+  local sign = add_signer(self, {}, prepared.headers).extra_headers
   for _, line in ipairs(sign and sign("POST", url, buf) or {}) do lines[#lines + 1] = line end
   local body = buf:string() -- the contract: plain data, the body a string
   buf:close()
@@ -536,7 +617,9 @@ function Client:parse(status, body, headers, fetch)
   end
   info.attempts = 1
   info.secrets = { key, g.secret }
-  return nil, errors.new(info)
+  local err = errors.new(info)
+  if err.maybe_billed and not imgs then g:add(err.billed_amount) end -- what the answer shows it billed
+  return nil, err
 end
 
 -- The body as it would be sent, image data replaced by its byte count

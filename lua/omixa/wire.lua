@@ -46,6 +46,8 @@ local function parts(prepared, redact)
       out[#out + 1] = format("%d", v)
     elseif t == "boolean" then
       out[#out + 1] = v and "true" or "false"
+    elseif v.json then -- a call's extra_body field, encoded already
+      out[#out + 1] = v.json
     elseif v.mime then -- one image (mask)
       image_parts(v, out, redact)
     else               -- an array of images

@@ -4,7 +4,7 @@
 local core = require "omixa.core"
 local schema = require "omixa.schema"
 local images = require "omixa.images"
-local wire = require "omixa.wire"
+local wire = require "omixa.request" -- what goes on the wire
 local response = require "omixa.response"
 local errors = require "omixa.errors"
 local cjson = require("cjson.safe").new()
@@ -106,40 +106,9 @@ local function check_options(opts, spec, what)
   return opts
 end
 
--- Host of an http(s) URL, lower-cased, without brackets, port or userinfo.
-local function url_host(url)
-  local authority = match(url, "^[%a][%w%+%.%-]*://([^/?#]*)")
-  if not authority then return nil end
-  authority = match(authority, "@(.*)$") or authority
-  local v6 = match(authority, "^%[([^%]]*)%]")
-  if v6 then return lower(v6) end
-  return lower(match(authority, "^([^:]*)"))
-end
-
-local function is_loopback(host)
-  return host == "localhost" or host == "::1" or match(host or "", "^127%.%d+%.%d+%.%d+$") ~= nil
-end
-
 local function lua_version()
   if type(jit) == "table" and jit.version then return jit.version end
   return _VERSION
-end
-
--- { { name, value }, ... } sorted by name, of a user's header table, or
--- nil, message.
-local function header_list(t, what)
-  local out = {}
-  for k, v in pairs(t or {}) do
-    if type(k) ~= "string" or not match(k, "^[%w!#$%%&'*+%-.^_`|~]+$") then
-      return nil, format("omixa: %s has an invalid header name %s", what, schema.show(k))
-    end
-    if type(v) ~= "string" or find(v, "[\r\n%z]") then
-      return nil, format("omixa: %s value of '%s' must be a string without line breaks", what, k)
-    end
-    out[#out + 1] = { k, v }
-  end
-  table.sort(out, function(a, b) return a[1] < b[1] end)
-  return out
 end
 
 local Client = {}
@@ -163,7 +132,7 @@ function M.new(options)
   end
   base = base:gsub("/+$", "")
   local headers
-  headers, err = header_list(opts.headers, "option 'headers'")
+  headers, err = wire.header_list(opts.headers, "option 'headers'")
   if not headers then error(err, 2) end
   local env_key = getenv("OMIXA_API_KEY")
   local self = setmetatable({
@@ -270,18 +239,6 @@ local function add_extra_body(prepared, extra)
   return true
 end
 
--- The client's headers with a call's (same name: the call's wins), sorted.
-local function merge_headers(base, call)
-  if #call == 0 then return base end
-  local out, seen = {}, {}
-  for _, h in ipairs(call) do seen[lower(h[1])] = true; out[#out + 1] = h end
-  for _, h in ipairs(base) do
-    if not seen[lower(h[1])] then out[#out + 1] = h end
-  end
-  table.sort(out, function(a, b) return a[1] < b[1] end)
-  return out
-end
-
 -- Validate the request and its call options (raising on misuse) and encode
 -- the body. Level counts from the public function's caller.
 local function build(self, request, call_opts, level)
@@ -308,9 +265,9 @@ local function build(self, request, call_opts, level)
   local ok, xerr = add_extra_body(prepared, co.extra_body)
   if not ok then error(xerr, level + 1) end
   local hl
-  hl, xerr = header_list(co.extra_headers, "call option 'extra_headers'")
+  hl, xerr = wire.header_list(co.extra_headers, "call option 'extra_headers'")
   if not hl then error(xerr, level + 1) end
-  prepared.headers = merge_headers(self.extra_headers, hl)
+  prepared.headers = wire.merge_headers(self.extra_headers, hl)
   -- The body is an omixa.buffer: whoever ends up with it closes it (the job
   -- when it finishes), so that its megabytes go at once, not at a collection.
   local body, berr = wire.encode(prepared)
@@ -322,22 +279,6 @@ local function build(self, request, call_opts, level)
       size / MiB, self.max_request_bytes / MiB, size - self.max_request_bytes), level + 1)
   end
   return prepared, body, co, streaming
-end
-
--- Request headers as "Name: value" lines; the user's extra headers replace
--- ours of the same name.
-local function header_lines(self, key, streaming, user)
-  user = user or self.extra_headers
-  local lines, seen = {}, {}
-  for _, h in ipairs(user) do seen[lower(h[1])] = true end
-  local function add(name, value)
-    if not seen[lower(name)] then lines[#lines + 1] = name .. ": " .. value end
-  end
-  if key then add("Authorization", "Bearer " .. key) end
-  add("Content-Type", "application/json")
-  add("Accept", streaming and "text/event-stream" or "application/json")
-  for _, h in ipairs(user) do lines[#lines + 1] = h[1] .. ": " .. h[2] end
-  return lines
 end
 
 local function transfer_options(self, co, req)
@@ -361,20 +302,20 @@ end
 -- What a job needs to send this request (see omixa.job), or nil and the
 -- config error that refuses it before anything is sent.
 local function job_spec(self, prepared, body, co, streaming)
-  local host = url_host(self.base_url)
+  local host = wire.host(self.base_url)
   local key, kerr = api_key(self)
   if kerr then return config_error(kerr) end
-  if match(lower(self.base_url), "^http://") and not self.allow_http and not is_loopback(host) then
+  if wire.web_scheme(self.base_url) == "http" and not self.allow_http and not wire.is_loopback(host) then
     return config_error(format("refusing to send the API key in clear text to %s: use https, or allow_http = true", host), key)
   end
-  if not key and not is_loopback(host) then
+  if not key and not wire.is_loopback(host) then
     return config_error("no API key: set OMIXA_API_KEY or pass api_key to omixa.new")
   end
   local retry_unknown = co.retry_unknown
   if retry_unknown == nil then retry_unknown = self.retry_unknown end
   local first = true
   return {
-    url = self.base_url .. "/images/generations",
+    url = wire.endpoint(self.base_url, "generate"),
     body = body,
     model = prepared.model,
     co = co,
@@ -386,7 +327,7 @@ local function job_spec(self, prepared, body, co, streaming)
       if first then first = false; return key end
       return api_key(self)
     end,
-    header_lines = function(k) return header_lines(self, k, streaming, prepared.headers) end,
+    header_lines = function(k) return wire.header_lines(k, prepared.headers, streaming, body) end,
     stream = streaming,
     n = request_n(prepared),
     max_response_bytes = self.max_response_bytes,
@@ -403,15 +344,6 @@ local function add_signer(self, spec, user)
   return spec
 end
 
--- What, beside the body, makes two requests the same for the cache: the
--- URL and the user's own headers (an extra header can change the answer).
-local function cache_identity(url, headers)
-  if #headers == 0 then return url end
-  local parts = { url }
-  for _, h in ipairs(headers) do parts[#parts + 1] = lower(h[1]) .. ": " .. h[2] end
-  return concat(parts, "\n")
-end
-
 -- A built request as a job: the cache, then the config checks, then the
 -- budget's hold, then the transport (see omixa.guard for the order). A hit
 -- or a refusal is a job that has already finished. With a cache, a request
@@ -419,8 +351,8 @@ end
 -- it instead, holding nothing (omixa.job.follow, guard:waiter).
 local function launch(self, prepared, body, co, streaming)
   local eng, g = engine_of(self), secrets[self].guard
-  local url = self.base_url .. "/images/generations"
-  local key, imgs, info = g:lookup(cache_identity(url, prepared.headers), body)
+  local url = wire.endpoint(self.base_url, "generate")
+  local key, imgs, info = g:lookup(wire.identity(url, prepared.headers), body)
   if imgs then body:close(); return job.finished(eng, imgs, info) end
   local spec, err = job_spec(self, prepared, body, co, streaming)
   if not spec then body:close(); return job.finished(eng, nil, err) end
@@ -508,19 +440,11 @@ end
 -- Its shape is not documented; nothing is added to it.
 function Client:models()
   check_open(self, 2)
-  local spec, err = job_spec(self, { model = self.model, fields = {} }, nil, {})
+  local spec, err = job_spec(self, { model = self.model, fields = {}, headers = self.extra_headers }, nil, {})
   if not spec then return nil, err end
-  spec.url, spec.method, spec.body, spec.parse = self.base_url .. "/models", "GET", nil, parse_json
+  spec.url, spec.method, spec.body, spec.parse = wire.endpoint(self.base_url, "models"), "GET", nil, parse_json
   spec.retry_unknown = true -- a GET bills nothing: resending is safe
   spec.on_finish = secrets[self].guard:scrubber()
-  local lines = spec.header_lines
-  spec.header_lines = function(k)
-    local out = {}
-    for _, line in ipairs(lines(k)) do
-      if not match(lower(line), "^content%-type:") then out[#out + 1] = line end
-    end
-    return out
-  end
   local doc
   doc, err = job.start(engine_of(self), add_signer(self, spec)):wait()
   if doc == nil then err.maybe_billed = false end
@@ -538,8 +462,8 @@ function Client:prepare(request, call_opts)
   local g = secrets[self].guard
   local ok, berr = g:check(prepared)
   if not ok then buf:close(); return nil, berr end
-  local url = self.base_url .. "/images/generations"
-  local lines = header_lines(self, key, streaming, prepared.headers)
+  local url = wire.endpoint(self.base_url, "generate")
+  local lines = wire.header_lines(key, prepared.headers, streaming, buf)
   local sign = add_signer(self, {}, prepared.headers).extra_headers
   for _, line in ipairs(sign and sign("POST", url, buf) or {}) do lines[#lines + 1] = line end
   local body = buf:string() -- the contract: plain data, the body a string
@@ -558,10 +482,10 @@ end
 -- only to the service's own origin.
 local function fetch_headers(self, key)
   local sign = add_signer(self, {}).extra_headers
-  local own = job.origin(self.base_url)
+  local own = wire.origin(self.base_url)
   return function(url)
     local out = {}
-    if job.origin(url) ~= own then return out end
+    if wire.origin(url) ~= own then return out end
     local lines = {}
     if key then lines[1] = "Authorization: Bearer " .. key end
     for _, line in ipairs(sign and sign("GET", url, "") or {}) do lines[#lines + 1] = line end

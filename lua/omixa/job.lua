@@ -18,6 +18,7 @@
 local core = require "omixa.core"
 local response = require "omixa.response"
 local errors = require "omixa.errors"
+local request = require "omixa.request"
 local stream = require "omixa.stream"
 local debuglog = require "omixa.debuglog"
 
@@ -98,11 +99,6 @@ local function log_transfer(owner, tr)
   local outcome = res and format("%d", res.status or 0)
     or format("%s%s: %s", terr.kind, terr.status and (" " .. terr.status) or "", tostring(terr.message))
   log(j, "< %s %s: %.3fs, %d bytes sent, %d received", outcome, what, now() - owner.started, sent, received)
-end
-
-local function origin(url)
-  local o = match(url, "^([%a][%w%+%.%-]*://[^/?#]*)")
-  return o and lower(o)
 end
 
 -- An attempt's timeout, cut to what is left of the call's deadline (at
@@ -324,14 +320,14 @@ local function start_downloads(j, images, info, pending)
   j.downloads = {}
   for _, p in ipairs(pending) do
     local url = p.url
-    if not match(lower(url), "^https?://") then
+    if not request.web_scheme(url) then
       return finish_error(j, { kind = "protocol", billed = true, sent = true,
         message = "image url is not http(s): " .. url:sub(1, 200) })
     end
     local hdrs = {}
     -- The key and the signature go only to the service's own origin, and
     -- never in clear text where the client would not send them.
-    if origin(url) == origin(spec.url) then
+    if request.origin(url) == request.origin(spec.url) then
       if keys[j] then hdrs[1] = "Authorization: Bearer " .. keys[j] end
       add_extra_headers(spec, hdrs, "GET", url, "")
     end
@@ -728,5 +724,4 @@ function M.close(eng)
 end
 
 M.Job = Job
-M.origin = origin -- "scheme://authority", lower-cased: where the key may go
 return M

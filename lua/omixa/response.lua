@@ -4,6 +4,7 @@
 
 local core = require "omixa.core"
 local errors = require "omixa.errors"
+local request = require "omixa.request"
 local cjson = require("cjson.safe").new()
 
 local type, ipairs, tonumber, tostring = type, ipairs, tonumber, tostring
@@ -229,7 +230,7 @@ end
 -- fetch returning anything but a string or nil raises (misuse).
 function response.fetch(images, info, pending, fetch, opts)
   for _, p in ipairs(pending) do
-    if not match(lower(p.url), "^https?://") then
+    if not request.web_scheme(p.url) then
       return nil, { kind = "protocol", billed = true, sent = true,
                     message = "image url is not http(s): " .. sub(p.url, 1, 200) }
     end

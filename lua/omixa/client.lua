@@ -299,9 +299,9 @@ function request_n(prepared)
   return 1
 end
 
--- What a job needs to send this request (see omixa.job), or nil and the
--- config error that refuses it before anything is sent.
-local function job_spec(self, prepared, body, co, streaming)
+-- The key for this call, or nil and the config error that refuses to send
+-- it: none for a remote host, or in clear text to one.
+local function credentials(self)
   local host = wire.host(self.base_url)
   local key, kerr = api_key(self)
   if kerr then return config_error(kerr) end
@@ -311,6 +311,31 @@ local function job_spec(self, prepared, body, co, streaming)
   if not key and not wire.is_loopback(host) then
     return config_error("no API key: set OMIXA_API_KEY or pass api_key to omixa.new")
   end
+  return key or false
+end
+
+-- The retry policy of one call (API.md "Retries that cannot double-bill"):
+-- after the failed attempt F, seconds to wait before the next one, or nil
+-- to end the call with F. errors.judge decides what F is; this adds the
+-- call's limits: max_retries, the back-off, the deadline.
+local function retry_policy(max_retries, retry_unknown)
+  return function(f, at)
+    if f.kind ~= "cancelled" and at.deadline_at and now() >= at.deadline_at - 0.001 then
+      -- the call's deadline cut this attempt short (its transfer's timeout)
+      f.kind, f.message = "timeout", "the call's deadline passed during attempt " .. at.attempt
+      f.maybe_billed, f.retryable = nil, nil
+    end
+    local retry = errors.judge(f, { retry_unknown = retry_unknown, cancelled = at.cancelled, curl_code = at.curl_code })
+    if not retry or at.attempt > max_retries then return nil end
+    local wait = errors.backoff(f, at.attempt - 1)
+    -- longer than the policy waits, or past the deadline: the last error, at once
+    if not wait or (at.deadline_at and now() + wait >= at.deadline_at) then return nil end
+    return wait
+  end
+end
+
+-- What a job sends for this request, every attempt (see omixa.job).
+local function job_spec(self, prepared, body, co, streaming, key)
   local retry_unknown = co.retry_unknown
   if retry_unknown == nil then retry_unknown = self.retry_unknown end
   local first = true
@@ -319,12 +344,12 @@ local function job_spec(self, prepared, body, co, streaming)
     body = body,
     model = prepared.model,
     co = co,
-    max_retries = co.max_retries or self.max_retries,
+    max_retries = co.max_retries or self.max_retries, -- for the log; the policy decides
+    next_attempt = retry_policy(co.max_retries or self.max_retries, retry_unknown),
     deadline = co.deadline or self.deadline,
-    retry_unknown = retry_unknown,
     -- The key is read again for every attempt, so that it may rotate.
     api_key = function()
-      if first then first = false; return key end
+      if first then first = false; return key or nil end
       return api_key(self)
     end,
     header_lines = function(k) return wire.header_lines(k, prepared.headers, streaming, body) end,
@@ -344,25 +369,49 @@ local function add_signer(self, spec, user)
   return spec
 end
 
--- A built request as a job: the cache, then the config checks, then the
--- budget's hold, then the transport (see omixa.guard for the order). A hit
--- or a refusal is a job that has already finished. With a cache, a request
--- identical to one in flight on this client (the same cache key) waits for
--- it instead, holding nothing (omixa.job.follow, guard:waiter).
+-- THE PIPELINE: the life of one request, in order. build (above) has
+-- validated it and encoded its body; every entry point (generate, start,
+-- generate_many) comes here, and prepare/parse/stream_parser/models take
+-- the same steps from the same helpers. A hit or a refusal is a job that
+-- has already finished.
 local function launch(self, prepared, body, co, streaming)
   local eng, g = engine_of(self), secrets[self].guard
+  local function refuse(err) body:close(); return job.finished(eng, nil, err) end
+
+  -- 1. look up: a cached result is the answer (nothing sent, nothing
+  --    billed); a request identical to one in flight (the same cache key)
+  --    waits for it below, holding nothing, and shares its success.
   local url = wire.endpoint(self.base_url, "generate")
   local key, imgs, info = g:lookup(wire.identity(url, prepared.headers), body)
   if imgs then body:close(); return job.finished(eng, imgs, info) end
-  local spec, err = job_spec(self, prepared, body, co, streaming)
-  if not spec then body:close(); return job.finished(eng, nil, err) end
+
+  -- 2. authorize: the key may be sent there (else a config error) ...
+  local api, err = credentials(self)
+  if api == nil then return refuse(err) end
+
+  -- 3. build and sign: what each attempt sends (the key read afresh, the
+  --    signature made afresh), and the retry policy of this call.
+  local spec = job_spec(self, prepared, body, co, streaming, api)
   add_signer(self, spec, prepared.headers)
+  -- (1, again: an identical request in flight is waited for here, now that
+  --  there is a spec to send should it fail.)
   spec.share_key = key
   if key and job.leader(eng, key) then return job.follow(eng, spec, g:waiter(key, prepared)) end
+
+  -- (2, again: only a request that will be sent holds budget.) The budget
+  --  holds the estimate, or refuses (a budget error, nothing sent).
   local hold
   hold, err = g:hold(prepared)
-  if not hold then body:close(); return job.finished(eng, nil, err) end
+  if not hold then return refuse(err) end
+
+  -- 6. settle, when the job ends: the hold becomes the billed amount (the
+  --    estimate when the outcome is unknown, nothing on a known failure),
+  --    a success goes to the cache, its waiters share it.
   spec.on_finish = g:finisher(hold, key)
+
+  -- 4. send: attempts, back-off and the deadline (the engine runs them,
+  --    retry_policy decides), 5. decode each answer (omixa.response,
+  --    omixa.stream; errors.judge for a failure).
   return job.start(eng, spec)
 end
 
@@ -440,15 +489,13 @@ end
 -- Its shape is not documented; nothing is added to it.
 function Client:models()
   check_open(self, 2)
-  local spec, err = job_spec(self, { model = self.model, fields = {}, headers = self.extra_headers }, nil, {})
-  if not spec then return nil, err end
+  local key, err = credentials(self)
+  if key == nil then return nil, err end
+  local spec = job_spec(self, { model = self.model, fields = {}, headers = self.extra_headers }, nil, {}, false, key)
   spec.url, spec.method, spec.body, spec.parse = wire.endpoint(self.base_url, "models"), "GET", nil, parse_json
-  spec.retry_unknown = true -- a GET bills nothing: resending is safe
+  spec.idempotent = true -- a GET bills nothing: resending is safe (errors.judge)
   spec.on_finish = secrets[self].guard:scrubber()
-  local doc
-  doc, err = job.start(engine_of(self), add_signer(self, spec)):wait()
-  if doc == nil then err.maybe_billed = false end
-  return doc, err
+  return job.start(engine_of(self), add_signer(self, spec)):wait()
 end
 
 -- Own transport: the request as plain data, and a parser for the answer.

@@ -166,11 +166,11 @@ local RETRY_STATUS = { [408] = true, [409] = true, [429] = true,
 -- Whether F may have been billed. The facts it reads: kind, status, sent
 -- (the request body went out), envelope (the service's own error envelope
 -- was read), billed (the service produced the images: a url download
--- failed), answered (a 2xx arrived, so the service did the work).
+-- failed), idempotent (a GET: nothing is billed, resending is safe).
 local function maybe_billed(f)
   if f.billed then return true end
   local k = f.kind
-  if k == "config" or k == "budget" or k == "store" or not f.sent then return false end
+  if k == "config" or k == "budget" or k == "store" or not f.sent or f.idempotent then return false end
   local st = f.status
   if k == "api" then
     -- the service's own failure (a 4xx, an error event, an enveloped 5xx)
@@ -198,7 +198,7 @@ function errors.judge(f, opts)
   elseif k == "api" then
     retry = RETRY_STATUS[f.status] == true
   elseif k == "network" or k == "timeout" then
-    retry = not f.sent
+    retry = not f.sent or f.idempotent == true
   elseif k == "tls" then
     retry = opts.curl_code == 35 and not f.sent -- the handshake, not the certificate
   else
@@ -240,7 +240,7 @@ function errors.new(f)
   end
   e.maybe_billed = e.maybe_billed == true
   e.retryable = e.retryable == true
-  e.sent, e.envelope, e.billed = nil, nil, nil
+  e.sent, e.envelope, e.billed, e.idempotent = nil, nil, nil, nil
   return e
 end
 

@@ -167,6 +167,7 @@ end
 
 local function finish_error(j, f)
   f.attempts = f.attempts or j.attempt
+  f.idempotent = j.spec.idempotent
   f.secrets = { keys[j] }
   finish(j, nil, errors.new(f))
 end
@@ -428,16 +429,11 @@ local function on_main(j, tr)
     f.curl_code, f.received, f.failed = nil, nil, nil
   end
   f.attempts = j.attempt
-  if f.kind ~= "cancelled" and j.deadline_at and now() >= j.deadline_at - 0.001 then
-    -- the call's deadline cut this attempt short (the transfer's timeout)
-    f.kind, f.message = "timeout", "the call's deadline passed during attempt " .. j.attempt
-    f.maybe_billed, f.retryable = nil, nil
-  end
-  local retry = errors.judge(f, { retry_unknown = spec.retry_unknown, cancelled = j.cancelled, curl_code = curl_code })
-  if not retry or j.attempt > spec.max_retries then return finish_error(j, f) end
-  local wait = errors.backoff(f, j.attempt - 1)
-  -- a wait longer than the policy allows, or past the call's deadline: the last error, at once
-  if not wait or (j.deadline_at and now() + wait >= j.deadline_at) then return finish_error(j, f) end
+  f.idempotent = spec.idempotent
+  -- the client's policy: another attempt after WAIT seconds, or the end
+  local wait = spec.next_attempt(f, { attempt = j.attempt, cancelled = j.cancelled, curl_code = curl_code,
+                                      deadline_at = j.deadline_at })
+  if not wait then return finish_error(j, f) end
   j.state = "backoff"
   j.last_failure = f
   j.wait_until = now() + wait
@@ -541,7 +537,9 @@ end
 -- spec = { url =, body = string | omixa.buffer (the job closes a buffer when it
 --   finishes), model =, co = call options, api_key = function()
 --   -> key | nil, err, header_lines = function(key) -> lines,
---   transfer_options = function(req) -> req, max_retries =, retry_unknown =,
+--   transfer_options = function(req) -> req, next_attempt = function(f, at)
+--   -> seconds to wait before the next attempt | nil (the job ends with F;
+--   at = { attempt =, cancelled =, curl_code =, deadline_at = }), deadline =,
 --   and optional hooks: method = "GET" (default "POST"), parse = function(status,
 --   headers, body, ctx) -> result, info | nil, fields (default response.parse),
 --   extra_headers = function(method, url, body) -> lines (each attempt and

@@ -127,7 +127,7 @@ function M.new(options)
   local opts, err = check_options(options, OPTIONS, "option")
   if not opts then error(err, 2) end
   local base = opts.base_url or getenv("OMIXA_BASE_URL") or DEFAULT_BASE
-  if not match(base, "^[Hh][Tt][Tt][Pp][Ss]?://[^/]") then
+  if not wire.web_scheme(base) then
     error(format("omixa: base_url must start with http:// or https:// (got %s)", schema.show(base)), 2)
   end
   base = base:gsub("/+$", "")

@@ -201,7 +201,7 @@ function settle_waiters(eng, key, images, res)
     local w = list and list[1]
     if not w then return end
     if eng.closed then
-      finish_error(w, { kind = "cancelled", message = "the client was closed", maybe_billed = false, attempts = 0 })
+      finish_error(w, { kind = "cancelled", message = "the client was closed", sent = false, attempts = 0 })
     elseif images then
       local ok, shared, info = pcall(w.hooks.share, images, res)
       if ok then
@@ -374,7 +374,7 @@ local function on_main(j, tr)
       if go_on == false then
         body:close()
         return finish_error(j, { kind = "cancelled", message = "cancelled by the progress callback",
-                                 maybe_billed = true, status = res.status })
+                                 sent = true, status = res.status })
       end
     end
     local sse = j.sse
@@ -642,12 +642,12 @@ end
 
 local function cancel(self, eng)
   if self.state == "following" then
-    return finish_error(self, { kind = "cancelled", message = "cancelled", maybe_billed = false, attempts = 0 })
+    return finish_error(self, { kind = "cancelled", message = "cancelled", sent = false, attempts = 0 })
   elseif self.state == "queued" then
     for k, q in ipairs(eng.queue) do
       if q == self then remove(eng.queue, k); break end
     end
-    return finish_error(self, { kind = "cancelled", message = "cancelled", maybe_billed = false, attempts = 0 })
+    return finish_error(self, { kind = "cancelled", message = "cancelled", sent = false, attempts = 0 })
   elseif self.state == "sending" then
     local tr = self.transfer
     tr:cancel()
@@ -659,7 +659,7 @@ local function cancel(self, eng)
                                 maybe_billed = f.maybe_billed, attempts = self.attempt })
   elseif self.state == "downloading" then
     cancel_downloads(self)
-    return finish_error(self, { kind = "cancelled", message = "cancelled", maybe_billed = true,
+    return finish_error(self, { kind = "cancelled", message = "cancelled", billed = true, sent = true,
                                 attempts = self.attempt })
   end
 end
@@ -712,7 +712,7 @@ function M.close(eng)
       local _, terr = tr:result()
       if terr and terr.body then terr.body:close() end
       finish_error(j, { kind = "cancelled", message = "the client was closed",
-                        maybe_billed = owner.what == "download" or (terr ~= nil and terr.sent == true) })
+                        billed = owner.what == "download", sent = terr ~= nil and terr.sent == true })
     end
   end
   for j in pairs(eng.active) do -- waiting out a back-off
@@ -725,7 +725,7 @@ function M.close(eng)
   eng.waiting = {}
   for _, list in pairs(waiting) do
     for _, j in ipairs(list) do
-      finish_error(j, { kind = "cancelled", message = "the client was closed", maybe_billed = false, attempts = 0 })
+      finish_error(j, { kind = "cancelled", message = "the client was closed", sent = false, attempts = 0 })
     end
   end
 end

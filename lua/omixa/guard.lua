@@ -143,8 +143,7 @@ end
 
 local function refusal(self, message, kind)
   if self.log then self.log("budget: refused, nothing sent: %s", message) end
-  return nil, errors.new{ kind = kind or "budget", message = message, attempts = 0, maybe_billed = false,
-                          retryable = false }
+  return nil, errors.new{ kind = kind or "budget", message = message, attempts = 0 }
 end
 
 function Guard:check(prepared)

@@ -10,6 +10,7 @@
 -- and every live hold.
 local helpers = require "helpers"
 local rh = require "redis_helper"
+local nh = require "nginx_helper"
 local contract = require "store_contract"
 local store = require "omixa.store"
 
@@ -189,7 +190,7 @@ describe("in nginx (4 workers)", function()
     return
   end
 
-  local dir, base, master, redis_srv
+  local base, ngx_srv, redis_srv
 
   local function get(path)
     local ok, _, out, err = helpers.run("curl -sS " .. q(base .. path))
@@ -198,41 +199,15 @@ describe("in nginx (4 workers)", function()
   end
 
   setup(function()
-    assert(helpers.read_file("/usr/lib/nginx/modules/ngx_http_lua_module.so"),
-      "nginx with its Lua module not found: install nginx libnginx-mod-http-lua (sh .ci/deps test)")
     redis_srv = rh.start()
-    dir = helpers.tmpdir()
-    os.execute("mkdir -p " .. q(dir .. "/tmp"))
-    local err
-    for _ = 1, 5 do
-      local port = helpers.free_port()
-      helpers.write_file(dir .. "/nginx.conf", (CONF:gsub("@(%u+)@", { ROOT = helpers.root, PORT = tostring(port) })))
-      local ok, rc, out, e = helpers.run("/usr/sbin/nginx -p " .. q(dir .. "/") .. " -c " .. q(dir .. "/nginx.conf")
-        .. " -e " .. q(dir .. "/error.log"))
-      if ok then
-        base = "http://127.0.0.1:" .. port
-        for _ = 1, 100 do
-          master = tonumber((helpers.read_file(dir .. "/nginx.pid") or ""):match("%d+"))
-          if master then break end
-          sleep(0.02)
-        end
-        if master then helpers.follow(master) end
-        break
-      end
-      err = ("nginx failed (%d): %s%s\n%s"):format(rc, out, e, helpers.read_file(dir .. "/error.log") or "")
-      if not err:find("in use", 1, true) then break end
-    end
-    assert(base and master, err)
+    ngx_srv = nh.start(function(port)
+      return (CONF:gsub("@(%u+)@", { ROOT = helpers.root, PORT = tostring(port) }))
+    end)
+    base = ngx_srv.base
   end)
 
   teardown(function()
-    if master then
-      helpers.run("kill -QUIT " .. master)
-      for _ = 1, 100 do
-        if not helpers.run("kill -0 " .. master) then break end
-        sleep(0.05)
-      end
-    end
+    if ngx_srv then ngx_srv:stop() end
     if redis_srv then redis_srv:stop() end
   end)
 

@@ -21,7 +21,7 @@
 -- Keys, all under PREFIX (put a {hash tag} in it for Redis Cluster):
 --   spent   settled micros          held   micros held now
 --   holds   hash id -> amount       dl     sorted set id -> deadline (Redis TIME)
---   dead    hash id -> 1 (swept holds whose owner may still settle)
+--   dead    sorted set id -> when swept (an owner may still settle it; kept a day)
 --   next    hold id counter         c:<key> claims      v:<key> cached values
 -- reserve sweeps the holds whose deadline passed (by Redis's own clock), then
 -- holds the amount when spent + held + amount <= limit.
@@ -45,10 +45,11 @@ for _, id in ipairs(dead) do
   if a then
     redis.call('DECRBY', KEYS[2], a)
     redis.call('HDEL', KEYS[3], id)
-    redis.call('HSET', KEYS[5], id, 1)
+    redis.call('ZADD', KEYS[5], now, id)
   end
   redis.call('ZREM', KEYS[4], id)
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - 86400)
 local amount = tonumber(ARGV[1])
 local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
 local held = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -68,7 +69,7 @@ if a then
   redis.call('DECRBY', KEYS[2], a)
   redis.call('HDEL', KEYS[3], ARGV[1])
   redis.call('ZREM', KEYS[4], ARGV[1])
-elseif redis.call('HDEL', KEYS[5], ARGV[1]) == 0 then
+elseif redis.call('ZREM', KEYS[5], ARGV[1]) == 0 then
   return 0
 end
 redis.call('INCRBY', KEYS[1], ARGV[2])
@@ -86,9 +87,9 @@ return 1
 local SHA = {
   claim = "065aa564418e45fa770a6e013dea554069ff0513",
   get = "a998e877f045d610e0c36db88c85e58f1f18cfee",
-  reserve = "518650fc706a2e3bf05e494ec31e2e57bea25dce",
+  reserve = "dc430d00b7833dae4186df03ba2decfe432a826d",
   set = "b8b2f628ae829182ec74bd9a682c1624236b1bee",
-  settle = "55c04474b6b0a69a8843633c630e3b2a26b468c3",
+  settle = "236ee683793739e2c02ec2651bf15f0dddad64eb",
   spent = "7dbb4890f8d99aca0df313a4cf7329f5c27b90df",
   unclaim = "72e6e586b79e1982d79c4e07b8fd71aca7854ece",
 }

@@ -12,7 +12,7 @@
 -- when the store cannot be reached; the client then answers `kind = "store"`
 -- and sends nothing (the budget fails closed).
 --
---   s:reserve(amount, limit, ttl) -> hold_id
+--   s:reserve(amount, limit [, ttl]) -> hold_id
 --       atomically, over every client sharing the store: when
 --       settled + held + amount <= limit, hold AMOUNT and return an id
 --       (string or number) naming the hold;
@@ -20,19 +20,23 @@
 --       when it would pass LIMIT (the client answers kind = "budget"); SPENT
 --       is the settled total plus what is held, in micros. LIMIT nil means no
 --       budget: the hold is still taken (spent() stays right) and never
---       refused. A hold whose owner never settles it expires after TTL
---       seconds (the client passes the call's timeout + 60).
+--       refused; a LIMIT below 0 fits nothing. A hold whose owner never
+--       settles it expires after TTL seconds (the client passes the call's
+--       timeout + 60; store.HOLD_TTL = 660 when nil).
 --   s:settle(hold_id, billed)     -> true
 --       replace the hold by BILLED micros (0 = release: the service did not
 --       bill). Settling a hold twice counts it once; settling an expired hold
 --       still adds BILLED (what the service billed was billed).
 --   s:spent()                     -> micros   the settled total (holds excluded)
+--   s:held()                      -> micros   what is held now (optional: the
+--                                 client's b:held() reads 0 without it)
 --   s:claim(key, ttl)             -> true | false
 --       in-flight claim on a cache key: true = you send, false = another
 --       client is sending it now; the claim lapses after TTL seconds
+--       (store.HOLD_TTL when nil)
 --   s:unclaim(key)                -> true
 --   s:get(key)                    -> string | nil      a cached (serialized) result
---   s:set(key, value, ttl)        -> true | false, why
+--   s:set(key, value [, ttl])     -> true | false, why   (no ttl: kept until evicted)
 --       false when the value is not kept (larger than the store takes); that
 --       is not an error: the result simply is not cached
 --
@@ -67,21 +71,28 @@ function store.check_amount(v, what, fn)
       fn, what, tostring(v)), 3)
   end
 end
-function store.check_ttl(v, fn)
+-- TTL V checked: V, or DEFAULT when V is nil.
+function store.check_ttl(v, fn, default)
+  if v == nil and default then return default end
   if type(v) ~= "number" or v ~= v or v <= 0 or v == math.huge then
     error(format("omixa: store:%s: ttl must be a positive number of seconds (got %s)", fn, tostring(v)), 3)
   end
+  return v
 end
 function store.check_key(v, fn)
   if type(v) ~= "string" or v == "" then
     error(format("omixa: store:%s: key must be a non-empty string (got %s)", fn, type(v)), 3)
   end
 end
--- The shared argument checks of reserve.
+-- The shared argument checks of reserve: its ttl (store.HOLD_TTL when nil).
+-- A limit below 0 is allowed and fits nothing.
+store.HOLD_TTL = 600 + 60
 function store.check_reserve(amount, limit, ttl)
   store.check_amount(amount, "amount", "reserve")
-  if limit ~= nil then store.check_amount(limit, "limit", "reserve") end
-  store.check_ttl(ttl, "reserve")
+  if limit ~= nil and (type(limit) ~= "number" or limit ~= floor(limit) or limit > MAX or limit < -MAX) then
+    error(format("omixa: store:reserve: limit must be an integer number of micro-dollars (got %s)", tostring(limit)), 3)
+  end
+  return store.check_ttl(ttl, "reserve", store.HOLD_TTL)
 end
 
 -- true when V has every method of the interface (for the client's check).

@@ -43,7 +43,7 @@ local function sweep(self, t)
 end
 
 function Memory:reserve(amount, limit, ttl)
-  store.check_reserve(amount, limit, ttl)
+  ttl = store.check_reserve(amount, limit, ttl)
   local t = self.now()
   if limit and self.spent_ + self.held_ + amount > limit then
     sweep(self, t)
@@ -72,9 +72,10 @@ function Memory:settle(id, billed)
 end
 
 function Memory:spent() return self.spent_ end
+function Memory:held() return self.held_ end
 
 function Memory:claim(key, ttl)
-  check_key(key, "claim"); check_ttl(ttl, "claim")
+  check_key(key, "claim"); ttl = check_ttl(ttl, "claim", store.HOLD_TTL)
   local t = self.now()
   local until_ = self.claims[key]
   if until_ and until_ > t then return false end
@@ -97,7 +98,7 @@ function Memory:get(key)
 end
 
 function Memory:set(key, value, ttl)
-  check_key(key, "set"); check_ttl(ttl, "set")
+  check_key(key, "set"); ttl = check_ttl(ttl, "set", math.huge)
   if type(value) ~= "string" then error("omixa: store:set: value must be a string", 2) end
   if self.max_bytes and #value > self.max_bytes then return false, "larger than max_bytes" end
   self.cache[key] = { value = value, deadline = self.now() + ttl }

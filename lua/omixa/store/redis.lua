@@ -76,10 +76,14 @@ redis.call('INCRBY', KEYS[1], ARGV[2])
 return 1
 ]],
   spent = "return tostring(redis.call('GET', KEYS[1]) or '0')",
+  held = "return tostring(redis.call('GET', KEYS[2]) or '0')",
   claim = "if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 1 end return 0",
   unclaim = "redis.call('DEL', KEYS[1]) return 1",
   get = "local v = redis.call('GET', KEYS[1]) if v then return {v} end return {}",
-  set = "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1",
+  set = [[
+if ARGV[2] == '0' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+return 1
+]],
 }
 
 -- SHA-1 of each script, for EVALSHA (spec/80-store_contract_spec.lua checks
@@ -88,9 +92,10 @@ local SHA = {
   claim = "065aa564418e45fa770a6e013dea554069ff0513",
   get = "a998e877f045d610e0c36db88c85e58f1f18cfee",
   reserve = "dc430d00b7833dae4186df03ba2decfe432a826d",
-  set = "b8b2f628ae829182ec74bd9a682c1624236b1bee",
+  set = "86f5619bd302ca438a1b3f66fe6f11454b78e7af",
   settle = "236ee683793739e2c02ec2651bf15f0dddad64eb",
   spent = "7dbb4890f8d99aca0df313a4cf7329f5c27b90df",
+  held = "ba0578e7ec08b934188205b73d92bbacce052b19",
   unclaim = "72e6e586b79e1982d79c4e07b8fd71aca7854ece",
 }
 
@@ -157,7 +162,7 @@ local function num(v) -- a reply number (or its text) as a Lua integer where the
 end
 
 function Redis:reserve(amount, limit, ttl)
-  store.check_reserve(amount, limit, ttl)
+  ttl = store.check_reserve(amount, limit, ttl)
   local k = self.budget_keys
   local r, err = run(self, "reserve", 6, k[1], k[2], k[3], k[4], k[5], k[6],
     format("%d", amount), limit and format("%d", limit) or "", format("%.3f", ttl))
@@ -181,10 +186,16 @@ function Redis:spent()
   return num(r)
 end
 
-local function ms(ttl) return format("%d", math.max(1, math.ceil(ttl * 1000))) end
+function Redis:held()
+  local r, err = run(self, "held", 2, self.budget_keys[1], self.budget_keys[2])
+  if not r then return nil, err end
+  return num(r)
+end
+
+local function ms(ttl) return ttl == 0 and "0" or format("%d", math.max(1, math.ceil(ttl * 1000))) end
 
 function Redis:claim(key, ttl)
-  check_key(key, "claim"); check_ttl(ttl, "claim")
+  check_key(key, "claim"); ttl = check_ttl(ttl, "claim", store.HOLD_TTL)
   local r, err = run(self, "claim", 1, self.prefix .. "c:" .. key, ms(ttl))
   if not r then return nil, err end
   return num(r) == 1
@@ -206,7 +217,7 @@ function Redis:get(key)
 end
 
 function Redis:set(key, value, ttl)
-  check_key(key, "set"); check_ttl(ttl, "set")
+  check_key(key, "set"); ttl = check_ttl(ttl, "set", 0) -- 0: no expiry
   if type(value) ~= "string" then error("omixa: store:set: value must be a string", 2) end
   if #value > self.max_bytes then
     return false, format("the value is %d bytes, above max_bytes %d", #value, self.max_bytes)

@@ -84,7 +84,7 @@ local function sweep(self)
 end
 
 function SharedDict:reserve(amount, limit, ttl)
-  store.check_reserve(amount, limit, ttl)
+  ttl = store.check_reserve(amount, limit, ttl)
   local dict = self.dict
   for pass = 1, 2 do
     local total, err = counter(dict, self.T, amount)
@@ -137,8 +137,13 @@ function SharedDict:spent()
   return self.dict:get(self.S) or 0
 end
 
+function SharedDict:held()
+  local held = (self.dict:get(self.T) or 0) - (self.dict:get(self.S) or 0)
+  return held > 0 and held or 0
+end
+
 function SharedDict:claim(key, ttl)
-  check_key(key, "claim"); check_ttl(ttl, "claim")
+  check_key(key, "claim"); ttl = check_ttl(ttl, "claim", store.HOLD_TTL)
   local ok, err = self.dict:safe_add(self.C .. key, 1, ttl)
   if ok then return true end
   if err == "exists" then return false end
@@ -157,7 +162,7 @@ function SharedDict:get(key)
 end
 
 function SharedDict:set(key, value, ttl)
-  check_key(key, "set"); check_ttl(ttl, "set")
+  check_key(key, "set"); ttl = check_ttl(ttl, "set", 0) -- 0: no expiry
   if type(value) ~= "string" then error("omixa: store:set: value must be a string", 2) end
   local ok, err
   if self.cache then

@@ -121,12 +121,6 @@ function budget.format(micros)
   return format("%.0f.%06.0f", (micros - frac) / MICRO, frac)
 end
 
--- a + b, saturating at MAX (both in 0..MAX, so MAX - a is exact).
-local function add(a, b)
-  if b > MAX - a then return budget.MAX end
-  return int(a + b)
-end
-
 local Budget = {}
 Budget.__index = Budget
 Budget.__name = "omixa.budget"
@@ -135,10 +129,12 @@ local Hold = {}
 Hold.__index = Hold
 Hold.__name = "omixa.budget.hold"
 
-function budget.new(limit)
+-- budget.new(limit [, store]): the ledger lives in STORE (omixa.store.*;
+-- default a fresh omixa.store.memory), this object only does the arithmetic.
+function budget.new(limit, store)
   local m, err = budget.parse(limit)
   if not m then error("omixa: max_spend: " .. err, 2) end
-  return setmetatable({ limit_ = m, spent_ = 0, held_ = 0 }, Budget)
+  return setmetatable({ limit_ = m, store = store or require("omixa.store.memory").new() }, Budget)
 end
 
 function Budget.estimate(_, model_spec, n) -- b:estimate(model_spec, n)
@@ -154,11 +150,7 @@ function Budget.estimate(_, model_spec, n) -- b:estimate(model_spec, n)
   return int(each * n), true
 end
 
-function Budget:allows(micros)
-  check_micros(micros, "allows", 2)
-  local used = add(self.spent_, self.held_)
-  local need = micros > 0 and micros or 1
-  if need <= self.limit_ - used then return true end
+local function refusal(self, micros, used)
   local limit, spent = budget.format(self.limit_), budget.format(used)
   if micros == 0 then
     return nil, format("max_spend %s USD is used up (%s USD spent or in flight) and this model has no catalog price",
@@ -168,50 +160,66 @@ function Budget:allows(micros)
     budget.format(micros), spent, limit)
 end
 
-function Budget:hold(micros)
-  check_micros(micros, "hold", 2)
-  local ok, err = self:allows(micros)
-  if not ok then return nil, err end
-  self.held_ = add(self.held_, micros)
-  return setmetatable({ budget = self, micros = micros }, Hold)
+-- Reserve MICROS in the store: a hold id | nil, message [, "store"]. Every
+-- real request costs something: an estimate of 0 must leave a micro-dollar.
+local function reserve(self, micros)
+  local id, used = self.store:reserve(micros, self.limit_ - (micros > 0 and 0 or 1))
+  if id == nil then return nil, "the store cannot be reached: " .. tostring(used), "store" end
+  if id == false then return refusal(self, micros, used) end
+  return id
 end
 
-local function settle(h)
+function Budget:allows(micros)
+  check_micros(micros, "allows", 2)
+  local id, err, kind = reserve(self, micros)
+  if not id then return nil, err, kind end
+  self.store:settle(id, 0)
+  return true
+end
+
+function Budget:hold(micros)
+  check_micros(micros, "hold", 2)
+  local id, err, kind = reserve(self, micros)
+  if not id then return nil, err, kind end
+  return setmetatable({ budget = self, id = id, micros = micros }, Hold)
+end
+
+local function settle(h, billed)
   if h.settled then return false end
   h.settled = true
-  local b = h.budget
-  b.held_ = int(b.held_ - h.micros)
-  if b.held_ < 0 then b.held_ = 0 end
+  h.budget.store:settle(h.id, billed)
   return true
 end
 
 function Hold:capture(amount)
-  if not settle(self) then return true end
+  if self.settled then return true end
   local m, err = self.micros, nil
   if amount ~= nil then
     local parsed
     parsed, err = budget.parse(amount)
     if parsed then m = parsed end
   end
-  self.budget.spent_ = add(self.budget.spent_, m)
+  settle(self, m)
   if err then return nil, "billed_amount " .. err .. "; counted the estimate instead" end
   return true
 end
 
 function Hold:release()
-  settle(self)
+  settle(self, 0)
 end
 
 function Budget:add(amount)
   local m, err = budget.parse(amount)
   if not m then return nil, err end
-  self.spent_ = add(self.spent_, m)
+  local id, serr = self.store:reserve(m, nil)
+  if not id then return nil, "the store cannot be reached: " .. tostring(serr) end
+  self.store:settle(id, m)
   return true
 end
 
-function Budget:spent() return budget.format(self.spent_) end
+function Budget:spent() return budget.format(self.store:spent()) end
 function Budget:limit() return budget.format(self.limit_) end
-function Budget:held() return budget.format(self.held_) end
+function Budget:held() return budget.format(self.store.held and self.store:held() or 0) end
 
 function Budget:__tostring()
   return format("omixa.budget (%s of %s USD spent)", self:spent(), self:limit())

@@ -38,6 +38,7 @@
 
 local cache = require "omixa.cache"
 local budget = require "omixa.budget"
+local memory = require "omixa.store.memory"
 local signing = require "omixa.signing"
 local debuglog = require "omixa.debuglog"
 local errors = require "omixa.errors"
@@ -85,7 +86,10 @@ function guard.new(opts, current_key)
   local limit = opts.max_spend
   if limit == nil then limit = budget.format(budget.MAX) end
   local b
-  ok, b = pcall(budget.new, limit)
+  -- the ledger (and, through the store interface, anything shared) lives in
+  -- the store: omixa.store.memory, this client's own, by default
+  g.store = memory.new()
+  ok, b = pcall(budget.new, limit, g.store)
   if not ok then misuse((gsub(tostring(b), "^omixa: max_spend:", "omixa: option 'max_spend':"))) end
   g.budget, g.limited = b, opts.max_spend ~= nil
 
@@ -137,21 +141,22 @@ local function estimate(self, prepared)
   return self.budget:estimate(prepared.spec or models[prepared.model], n), n
 end
 
-local function refusal(self, message)
+local function refusal(self, message, kind)
   if self.log then self.log("budget: refused, nothing sent: %s", message) end
-  return nil, errors.new{ kind = "budget", message = message, attempts = 0, maybe_billed = false, retryable = false }
+  return nil, errors.new{ kind = kind or "budget", message = message, attempts = 0, maybe_billed = false,
+                          retryable = false }
 end
 
 function Guard:check(prepared)
-  local ok, err = self.budget:allows((estimate(self, prepared)))
-  if not ok then return refusal(self, err) end
+  local ok, err, kind = self.budget:allows((estimate(self, prepared)))
+  if not ok then return refusal(self, err, kind) end
   return true
 end
 
 function Guard:hold(prepared)
   local micros, n = estimate(self, prepared)
-  local h, err = self.budget:hold(micros)
-  if not h then return refusal(self, err) end
+  local h, err, kind = self.budget:hold(micros)
+  if not h then return refusal(self, err, kind) end
   if self.log and self.limited then
     self.log("budget: holding %s USD for %s x%d (%s spent of %s)", budget.format(micros), prepared.model, n,
       self.budget:spent(), self.budget:limit())
@@ -208,7 +213,8 @@ function Guard:finisher(h, key)
       end
     else
       scrub(self, res)
-      if res.maybe_billed then h:capture(nil) else h:release() end
+      -- maybe billed: what the answer still shows it billed, else the estimate
+      if res.maybe_billed then h:capture(res.billed_amount) else h:release() end
       if log then
         log("failed: %s; %s; spent %s USD", tostring(res),
           res.maybe_billed and "counted the estimate (maybe billed)" or "nothing billed", b:spent())

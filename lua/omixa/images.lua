@@ -107,7 +107,7 @@ local function from_data_url(url, where)
 end
 
 -- A file is sniffed from its first bytes and measured here; the rest is
--- read only when the body is built (omixa.wire), straight into its base64,
+-- read only when the body is built (omixa.request), straight into its base64,
 -- so its bytes never become a Lua string. SNIFF_BYTES covers every header
 -- core.sniff needs for the mime type.
 local SNIFF_BYTES = 4096

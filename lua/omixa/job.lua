@@ -18,20 +18,19 @@
 local core = require "omixa.core"
 local response = require "omixa.response"
 local errors = require "omixa.errors"
+local request = require "omixa.request"
 local stream = require "omixa.stream"
 local debuglog = require "omixa.debuglog"
 
 local type, ipairs, pairs, pcall, error, setmetatable, tostring =
   type, ipairs, pairs, pcall, error, setmetatable, tostring
 local match, lower, format = string.match, string.lower, string.format
-local min, random, huge = math.min, math.random, math.huge
+local min, max, huge = math.min, math.max, math.huge
 local remove, concat = table.remove, table.concat
 local now = core.now
 
 local M = {}
 
-local MAX_RETRY_AFTER = 60
-local EXCERPT = 2048
 
 -- Each job's API key lives here, not in the job table, so that printing or
 -- inspecting a job (vim.inspect, serpent, ...) can never show it.
@@ -102,23 +101,12 @@ local function log_transfer(owner, tr)
   log(j, "< %s %s: %.3fs, %d bytes sent, %d received", outcome, what, now() - owner.started, sent, received)
 end
 
-local function origin(url)
-  local o = match(url, "^([%a][%w%+%.%-]*://[^/?#]*)")
-  return o and lower(o)
-end
-
--- Whether an attempt's failure may be tried again under the policy.
-local function may_retry(f, curl_code, retry_unknown)
-  if f.kind == "api" then return errors.retry_status[f.status] == true end
-  if f.maybe_billed then return retry_unknown and f.kind ~= "cancelled" and f.kind ~= "too_large" end
-  if f.kind == "network" or f.kind == "timeout" then return not f.sent end
-  if f.kind == "tls" then return curl_code == 35 and not f.sent end
-  return false
-end
-
-local function backoff(k)
-  local base = min(0.5 * 2 ^ k, 8)
-  return base - base * 0.25 * random()
+-- An attempt's timeout, cut to what is left of the call's deadline (at
+-- least a millisecond: 0 would mean no timeout to libcurl).
+local function within_deadline(j, timeout)
+  local left = max(j.deadline_at - now(), 0.001)
+  if not timeout or timeout <= 0 then return left end
+  return min(timeout, left)
 end
 
 local function progress_table(phase, sent, send_total, received, receive_total, attempt)
@@ -179,6 +167,7 @@ end
 
 local function finish_error(j, f)
   f.attempts = f.attempts or j.attempt
+  f.idempotent = j.spec.idempotent
   f.secrets = { keys[j] }
   finish(j, nil, errors.new(f))
 end
@@ -235,6 +224,10 @@ end
 
 local function send_attempt(j)
   local spec = j.spec
+  local left = j.deadline_at and j.deadline_at - now()
+  if left and left <= 0 then
+    return finish_error(j, { kind = "timeout", sent = false, message = "the call's deadline passed before it was sent" })
+  end
   j.attempt = j.attempt + 1
   local ok, key, kerr = pcall(spec.api_key)
   if not ok then return finish_raise(j, key) end
@@ -247,6 +240,7 @@ local function send_attempt(j)
     -- an image answer is decoded while it arrives (response.parse takes the result)
     scan_images = spec.parse == nil,
   }
+  if left then req.timeout = within_deadline(j, req.timeout) end
   local on_progress = spec.co.on_progress
   if on_progress then
     local attempt = j.attempt
@@ -298,8 +292,6 @@ local function feed(j, chunk)
   end
   if not fed then
     abort_transfer(j)
-    fields.sent = true
-    fields.maybe_billed = fields.kind ~= "api"
     finish_error(j, fields)
     return false
   end
@@ -329,18 +321,20 @@ local function start_downloads(j, images, info, pending)
   j.downloads = {}
   for _, p in ipairs(pending) do
     local url = p.url
-    if not match(lower(url), "^https?://") then
-      return finish_error(j, { kind = "protocol", maybe_billed = true, sent = true,
+    if not request.web_scheme(url) then
+      return finish_error(j, { kind = "protocol", billed = true, sent = true,
         message = "image url is not http(s): " .. url:sub(1, 200) })
     end
     local hdrs = {}
     -- The key and the signature go only to the service's own origin, and
     -- never in clear text where the client would not send them.
-    if origin(url) == origin(spec.url) then
+    if request.origin(url) == request.origin(spec.url) then
       if keys[j] then hdrs[1] = "Authorization: Bearer " .. keys[j] end
       add_extra_headers(spec, hdrs, "GET", url, "")
     end
-    local t = j.eng.multi:add(spec.transfer_options{ url = url, method = "GET", headers = hdrs })
+    local req = spec.transfer_options{ url = url, method = "GET", headers = hdrs }
+    if j.deadline_at then req.timeout = within_deadline(j, req.timeout) end
+    local t = j.eng.multi:add(req)
     j.downloads[#j.downloads + 1] = t
     j.eng.by_transfer[t] = { job = j, what = "download", index = p.index, started = now() }
     if j.eng.log then log(j, "> GET %s (image %d): %s", url, p.index, shown_headers(hdrs)) end
@@ -391,14 +385,12 @@ local function on_main(j, tr)
       end
       f = info
       f.sent, f.status = true, f.status or res.status
-      f.maybe_billed = f.kind ~= "api"
       f.attempts = j.attempt
-      f.retryable = f.maybe_billed
       return finish_error(j, f)
     end
     -- The transfer keeps its result table until its own finalizer: the
     -- images must not wait that long (they can be megabytes).
-    local scanned = { model = spec.model, images = res.images, rest = res.rest,
+    local scanned = { model = spec.model, n = spec.n, images = res.images, rest = res.rest,
                       scan_error = res.scan_error, scan_what = res.scan_what }
     res.images, res.rest = nil, nil
     local images, info, pending = (spec.parse or response.parse)(res.status, res.headers, body, scanned)
@@ -419,32 +411,32 @@ local function on_main(j, tr)
     f = terr
     curl_code = terr.curl_code
     local st = terr.status
-    f.maybe_billed = terr.sent and f.kind ~= "config" and (st == nil or (st >= 200 and st <= 299))
     if st and st >= 300 and f.kind ~= "cancelled" and f.kind ~= "too_large" then
       -- The status line already said the service did not do the work: an
       -- api error (retried when its status is), whatever cut the rest.
       f.message = format("HTTP %d, then %s", st, tostring(f.message))
       f.kind = "api"
+      f.envelope = true -- the service's own status line, its body cut: not a proxy's page
     end
     local buf = terr.body
-    f.body = buf and buf:string(1, EXCERPT)
+    f.body = errors.excerpt(buf)
     if buf then buf:close() end
-    if terr.headers then f.request_id = response.request_id(terr.headers) end
+    if not terr.received then f.headers = nil end
+    f.request_id = errors.request_id(f.headers)
     if f.kind == "cancelled" then
       f.message = j.cancelled and "cancelled" or "cancelled by the progress callback"
     end
-    f.headers, f.curl_code, f.received, f.failed = nil, nil, nil, nil
+    f.curl_code, f.received, f.failed = nil, nil, nil
   end
   f.attempts = j.attempt
-  local retry = not j.cancelled and may_retry(f, curl_code, spec.retry_unknown)
-  f.retryable = retry or f.maybe_billed or (f.kind == "api" and errors.retry_status[f.status] == true)
-    or (f.kind == "network" and not f.sent) or (f.kind == "timeout" and not f.sent) or false
-  if not retry or j.attempt > spec.max_retries then return finish_error(j, f) end
-  local wait = f.retry_after
-  if wait and wait > MAX_RETRY_AFTER then return finish_error(j, f) end
+  f.idempotent = spec.idempotent
+  -- the client's policy: another attempt after WAIT seconds, or the end
+  local wait = spec.next_attempt(f, { attempt = j.attempt, cancelled = j.cancelled, curl_code = curl_code,
+                                      deadline_at = j.deadline_at })
+  if not wait then return finish_error(j, f) end
   j.state = "backoff"
   j.last_failure = f
-  j.wait_until = now() + (wait or backoff(j.attempt - 1))
+  j.wait_until = now() + wait
 end
 
 -- An url-only image's download finished.
@@ -457,16 +449,15 @@ local function on_download(j, tr, index)
   local f
   if not res then
     f = { kind = terr.kind, message = "downloading the image from its url failed: " .. tostring(terr.message),
-          status = terr.status, maybe_billed = true, sent = true }
+          status = terr.status, billed = true, sent = true }
     if terr.body then terr.body:close() end
   elseif (res.status or 0) < 200 or res.status > 299 then
-    f = { kind = "api", status = res.status, maybe_billed = true, sent = true, body = res.body:string(1, EXCERPT),
+    f = { kind = "api", status = res.status, billed = true, sent = true, body = errors.excerpt(res.body),
           message = format("downloading the image from its url failed with HTTP %d", res.status) }
     res.body:close()
   end
   if f then
     cancel_downloads(j)
-    f.retryable = true
     return finish_error(j, f)
   end
   local bytes = res.body:string()
@@ -546,7 +537,9 @@ end
 -- spec = { url =, body = string | omixa.buffer (the job closes a buffer when it
 --   finishes), model =, co = call options, api_key = function()
 --   -> key | nil, err, header_lines = function(key) -> lines,
---   transfer_options = function(req) -> req, max_retries =, retry_unknown =,
+--   transfer_options = function(req) -> req, next_attempt = function(f, at)
+--   -> seconds to wait before the next attempt | nil (the job ends with F;
+--   at = { attempt =, cancelled =, curl_code =, deadline_at = }), deadline =,
 --   and optional hooks: method = "GET" (default "POST"), parse = function(status,
 --   headers, body, ctx) -> result, info | nil, fields (default response.parse),
 --   extra_headers = function(method, url, body) -> lines (each attempt and
@@ -555,6 +548,7 @@ end
 --   this job is unfinished it is M.leader of that key.
 function M.start(eng, spec)
   local j = setmetatable({ eng = eng, spec = spec, attempt = 0, state = "queued", finished = false }, Job)
+  if spec.deadline then j.deadline_at = now() + spec.deadline end
   if spec.share_key then eng.inflight[spec.share_key] = j end
   eng.queue[#eng.queue + 1] = j
   start_queued(eng)
@@ -580,6 +574,7 @@ function M.follow(eng, spec, hooks)
   local j = setmetatable({ eng = eng, spec = spec, attempt = 0, state = "following", finished = false,
                            hooks = hooks }, Job)
   j.started = now()
+  if spec.deadline then j.deadline_at = j.started + spec.deadline end
   local list = eng.waiting[key]
   if not list then list = {}; eng.waiting[key] = list end
   list[#list + 1] = j
@@ -727,5 +722,4 @@ function M.close(eng)
 end
 
 M.Job = Job
-M.origin = origin -- "scheme://authority", lower-cased: where the key may go
 return M

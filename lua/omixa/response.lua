@@ -3,6 +3,8 @@
 -- and only the small remainder of the JSON goes through lua-cjson.
 
 local core = require "omixa.core"
+local errors = require "omixa.errors"
+local request = require "omixa.request"
 local cjson = require("cjson.safe").new()
 
 local type, ipairs, tonumber, tostring = type, ipairs, tonumber, tostring
@@ -11,80 +13,31 @@ local match, lower, sub, format = string.match, string.lower, string.sub, string
 
 local response = {}
 
-local EXCERPT = 2048
-
-local function excerpt(body)
-  if type(body) == "string" then return sub(body, 1, EXCERPT) end
-  return body:string(1, EXCERPT)
-end
+local excerpt, request_id = errors.excerpt, errors.request_id
 
 local function body_string(body)
   if type(body) == "string" then return body end
   return body:string()
 end
 
-function response.request_id(headers)
-  return headers["x-request-id"] or headers["request-id"] or headers["x-omixa-request-id"]
+-- The billed_amount a 2xx that could not be decoded still shows, if any:
+-- the budget counts it (else the estimate).
+local function billed_in(text)
+  if type(text) ~= "string" then return nil end
+  local usage = match(text, '"usage"%s*:%s*(%b{})')
+  if not usage then return nil end
+  local doc = cjson.decode(usage)
+  local billed = type(doc) == "table" and doc.billed_amount
+  if type(billed) == "string" then return billed end
+  if type(billed) == "number" then return format("%.6f", billed) end
 end
 
-local MONTHS = { jan = 1, feb = 2, mar = 3, apr = 4, may = 5, jun = 6,
-                 jul = 7, aug = 8, sep = 9, oct = 10, nov = 11, dec = 12 }
-
--- Seconds since the epoch of a UTC civil date (no time zone library needed).
-local function utc_epoch(y, m, d, hh, mm, ss)
-  if m <= 2 then y = y - 1 end
-  local era = floor(y / 400)
-  local yoe = y - era * 400
-  local mp = (m + 9) % 12
-  local doy = floor((153 * mp + 2) / 5) + d - 1
-  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
-  local days = era * 146097 + doe - 719468
-  return days * 86400 + hh * 3600 + mm * 60 + ss
-end
-
--- Seconds to wait from Retry-After (delta seconds or an HTTP date) and
--- retry-after-ms (which wins); nil when neither says anything usable.
-function response.retry_after(headers, now)
-  local ms = tonumber(headers["retry-after-ms"] or "")
-  if ms and ms >= 0 then return ms / 1000 end
-  local ra = headers["retry-after"]
-  if not ra then return nil end
-  local secs = tonumber(ra)
-  if secs then return secs >= 0 and secs or nil end
-  local d, mon, y, hh, mm, ss = match(ra, "%a+,%s*(%d+)[%s%-](%a+)[%s%-](%d+)%s+(%d+):(%d+):(%d+)")
-  if not d or not MONTHS[lower(mon)] then return nil end
-  y = tonumber(y)
-  if y < 100 then y = y + 1900 end
-  local at = utc_epoch(y, MONTHS[lower(mon)], tonumber(d), tonumber(hh), tonumber(mm), tonumber(ss))
-  local wait = at - (now or os.time())
-  return wait > 0 and wait or 0
-end
-
--- The error fields of a non-2xx response.
-local function api_error(status, headers, body)
-  local text = excerpt(body)
-  local f = { kind = "api", status = status, body = text,
-              request_id = response.request_id(headers),
-              retry_after = response.retry_after(headers) }
-  local doc = match(text, "^%s*{") and cjson.decode(body_string(body))
-  local env = type(doc) == "table" and doc.error
-  if type(env) == "table" then
-    if type(env.message) == "string" then f.message = env.message end
-    if type(env.type) == "string" then f.type = env.type end
-    if type(env.code) == "string" or type(env.code) == "number" then f.code = tostring(env.code) end
-  elseif type(env) == "string" then
-    f.message = env
-  end
-  if not f.message then
-    f.message = format("HTTP %d from the service%s", status,
-      match(headers["content-type"] or "", "html") and " (an HTML page, likely from a proxy)" or "")
-  end
-  return f
-end
-
+-- A 2xx that arrived and could not be decoded (the service billed it, may be).
 local function protocol(status, headers, body, message)
+  local text = type(body) == "string" and body or (body and body:string())
   return { kind = "protocol", status = status, message = message, body = excerpt(body),
-           request_id = response.request_id(headers) }
+           request_id = request_id(headers), headers = headers, sent = true,
+           billed_amount = billed_in(text) }
 end
 
 -- The image a scanned b64_json value stands for: the scanner leaves each
@@ -129,16 +82,19 @@ function response.parse(status, headers, body, ctx)
     return nil, { kind = "protocol", message = "no HTTP status in the response" }
   end
   if status < 200 or status > 299 then
-    return nil, api_error(status, headers, body)
+    local f = errors.from_status(status, headers, body)
+    f.sent = true
+    return nil, f
   end
-  local request_id = response.request_id(headers)
+  local rid = request_id(headers)
   local ctype = lower(headers["content-type"] or "")
-  local info = { model = ctx.model, request_id = request_id, cached = false, images = {} }
+  local info = { model = ctx.model, request_id = rid, cached = false, images = {}, headers = headers,
+                requested = ctx.n }
 
   if match(ctype, "^image/") then
     local bytes = body_string(body)
     if bytes == "" then
-      return nil, { kind = "no_image", status = status, request_id = request_id,
+      return nil, { kind = "no_image", status = status, request_id = rid, headers = headers, sent = true,
                     message = "the service answered with an empty image body" }
     end
     info.images[1] = response.image_info(bytes, match(ctype, "^([^;%s]+)"))
@@ -165,7 +121,9 @@ function response.parse(status, headers, body, ctx)
     return nil, protocol(status, headers, body, "the response is not a JSON object")
   end
   if type(doc.error) == "table" then
-    return nil, api_error(status, headers, rest) -- REST: the whole JSON, with no image in it
+    local f = errors.from_status(status, headers, rest) -- REST: the whole JSON, with no image in it
+    f.sent = true
+    return nil, f
   end
 
   local out, pending = {}, nil
@@ -176,6 +134,7 @@ function response.parse(status, headers, body, ctx)
         local b, url = item.b64_json, item.url
         local bytes = response.scanned_image(b, imgs)
         local revised = type(item.revised_prompt) == "string" and item.revised_prompt or nil
+        if bytes then item.b64_json = #bytes end -- info.response: the byte count
         if bytes and bytes ~= "" then -- an empty string is no image
           out[#out + 1] = bytes
           local ii = response.image_info(bytes)
@@ -192,9 +151,11 @@ function response.parse(status, headers, body, ctx)
     end
   end
   if #out == 0 then
-    return nil, { kind = "no_image", status = status, request_id = request_id, body = excerpt(body),
+    return nil, { kind = "no_image", status = status, request_id = rid, body = excerpt(body),
+                  headers = headers, sent = true,
                   message = "the service answered " .. status .. " without an image" }
   end
+  info.response = doc
   info.created = as_integer(doc.created)
   if type(doc.model) == "string" then info.model = doc.model end
   if type(doc.usage) == "table" then
@@ -220,7 +181,7 @@ function response.collect(images, info, pending)
     end
   end
   if #out == 0 then
-    return nil, { kind = "no_image", message = "the image urls gave no image", maybe_billed = true }
+    return nil, { kind = "no_image", message = "the image urls gave no image", billed = true }
   end
   info.images = infos
   return out, info
@@ -233,14 +194,14 @@ local FETCH_KINDS = { network = true, tls = true, timeout = true, api = true, pr
 -- The error fields of a failed fetch, shaped like a failed built-in
 -- download's (omixa.job): the generation itself succeeded and was billed.
 local function fetch_failure(err)
-  local f = { maybe_billed = true, retryable = true, sent = true }
+  local f = { billed = true, sent = true }
   local message
   if type(err) == "table" then
     local status = type(err.status) == "number" and err.status or nil
     f.status = status
     f.kind = FETCH_KINDS[err.kind] and err.kind
       or ((status and (status < 200 or status > 299)) and "api" or "network")
-    if type(err.body) == "string" then f.body = sub(err.body, 1, EXCERPT) end
+    f.body = type(err.body) == "string" and excerpt(err.body) or nil
     if type(err.message) == "string" and err.message ~= "" then message = err.message end
     if not message and f.kind == "api" and status then
       f.message = format("downloading the image from its url failed with HTTP %d", status)
@@ -269,8 +230,8 @@ end
 -- fetch returning anything but a string or nil raises (misuse).
 function response.fetch(images, info, pending, fetch, opts)
   for _, p in ipairs(pending) do
-    if not match(lower(p.url), "^https?://") then
-      return nil, { kind = "protocol", maybe_billed = true, sent = true,
+    if not request.web_scheme(p.url) then
+      return nil, { kind = "protocol", billed = true, sent = true,
                     message = "image url is not http(s): " .. sub(p.url, 1, 200) }
     end
   end
@@ -284,7 +245,7 @@ function response.fetch(images, info, pending, fetch, opts)
       return nil, fetch_failure(extra)
     end
     if opts.max_bytes and #bytes > opts.max_bytes then
-      return nil, { kind = "too_large", maybe_billed = true, retryable = true, sent = true,
+      return nil, { kind = "too_large", billed = true, sent = true,
         message = "downloading the image from its url failed: response larger than max_response_bytes" }
     end
     local mime = type(extra) == "string" and match(lower(extra), "^%s*(image/[^;%s]+)") or nil

@@ -46,16 +46,15 @@
 
 local core = require "omixa.core"
 local response = require "omixa.response"
+local errors = require "omixa.errors"
 local cjson = require("cjson.safe").new()
 local scanned_image = response.scanned_image
 
-local type, ipairs, tostring, setmetatable, error = type, ipairs, tostring, setmetatable, error
+local type, ipairs, setmetatable, error = type, ipairs, setmetatable, error
 local floor = math.floor
 local find, sub, format, lower = string.find, string.sub, string.format, string.lower
 
 local stream = {}
-
-local EXCERPT = 2048
 
 local Stream = {}
 Stream.__index = Stream
@@ -95,7 +94,9 @@ end
 local function fields(self, f)
   local headers = self.ctx.headers or {}
   f.status = self.ctx.status
-  f.request_id = response.request_id(headers)
+  f.request_id = errors.request_id(headers)
+  f.headers = self.ctx.headers
+  f.sent = true
   return f
 end
 
@@ -106,20 +107,8 @@ end
 
 -- The api error of an `error` event or an object with an `error` member.
 local function api_failure(self, doc, raw)
-  local f = { kind = "api", body = sub(raw, 1, EXCERPT) }
-  local env = doc
-  if type(doc) == "table" and (type(doc.error) == "table" or type(doc.error) == "string") then
-    env = doc.error
-  end
-  if type(env) == "table" then
-    if type(env.message) == "string" then f.message = env.message end
-    if type(env.type) == "string" and env.type ~= "error" then f.type = env.type end
-    if type(env.code) == "string" or type(env.code) == "number" then f.code = tostring(as_integer(env.code)) end
-  elseif type(env) == "string" then
-    f.message = env
-  elseif raw ~= "" then
-    f.message = sub(raw, 1, 200)
-  end
+  local f = { kind = "api", body = errors.excerpt(raw) }
+  if not errors.envelope(doc, f, true) and raw ~= "" then f.message = sub(raw, 1, 200) end
   f.message = f.message or "the service sent an error event"
   return fail(self, f)
 end
@@ -260,7 +249,7 @@ local function outcome(self)
     end
   end
   local info = { model = self.model or self.ctx.model, created = self.created, cached = false,
-                 request_id = response.request_id(self.ctx.headers or {}),
+                 request_id = errors.request_id(self.ctx.headers), headers = self.ctx.headers, requested = self.ctx.n,
                  images = self.infos, partials = self.partials }
   if self.usage then
     info.usage = self.usage

@@ -19,6 +19,13 @@ end
 
 local function int(x) return tointeger and tointeger(x) or x end
 
+local MAX = 2 ^ 53 -- amounts saturate here (omixa.budget.MAX)
+-- a + b, saturating at MAX (both in 0..MAX, so MAX - a is exact).
+local function add(a, b)
+  if b > MAX - a then return int(MAX) end
+  return int(a + b)
+end
+
 local Memory = {}
 Memory.__index = Memory
 Memory.__name = "omixa.store.memory"
@@ -45,14 +52,15 @@ end
 function Memory:reserve(amount, limit, ttl)
   ttl = store.check_reserve(amount, limit, ttl)
   local t = self.now()
-  if limit and self.spent_ + self.held_ + amount > limit then
+  if limit and amount > limit - add(self.spent_, self.held_) then
     sweep(self, t)
-    if self.spent_ + self.held_ + amount > limit then return false, int(self.spent_ + self.held_) end
+    local used = add(self.spent_, self.held_)
+    if amount > limit - used then return false, used end
   end
   self.next_id = self.next_id + 1
   local id = tostring(self.next_id)
   self.holds[id] = { amount = amount, deadline = t + ttl }
-  self.held_ = int(self.held_ + amount)
+  self.held_ = add(self.held_, amount)
   return id
 end
 
@@ -67,7 +75,7 @@ function Memory:settle(id, billed)
   else
     return true -- settled already
   end
-  self.spent_ = int(self.spent_ + billed)
+  self.spent_ = add(self.spent_, billed)
   return true
 end
 

@@ -312,6 +312,13 @@ function helpers.serve(opts)
 end
 
 function helpers.free_port()
+  local has_socket, socket = pcall(require, "socket") -- luasocket first: luv's default loop
+  if has_socket then                                  -- crashed here after many uses (LuaJIT)
+    local srv = assert(socket.bind("127.0.0.1", 0))
+    local _, port = srv:getsockname()
+    srv:close()
+    return tonumber(port)
+  end
   local uv = require "luv"
   local t = uv.new_tcp()
   assert(t:bind("127.0.0.1", 0))

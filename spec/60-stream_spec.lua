@@ -4,7 +4,7 @@
 -- (omixa.stream) on hand-written events; and real streams captured from the
 -- stand-in with the curl command line.
 local core = require "omixa.core"
-local stream = require "omixa.stream"
+local stream = require("omixa.decode").stream
 local helpers = require "helpers"
 local cjson = require "cjson"
 

@@ -1,16 +1,16 @@
 -- omixa.client — a client: options, the API key, validation and encoding of
--- requests, and its jobs (omixa.job: the transport, retries, downloads).
+-- requests, and its jobs (omixa.engine: the transport, retries, downloads).
 
 local core = require "omixa.core"
 local schema = require "omixa.schema"
 local images = require "omixa.images"
 local wire = require "omixa.request" -- what goes on the wire
-local response = require "omixa.response"
+local decode = require "omixa.decode"
 local errors = require "omixa.errors"
 local cjson = require("cjson.safe").new()
 local models = require "omixa.models"
-local job = require "omixa.job"
-local stream = require "omixa.stream"
+local engine = require "omixa.engine"
+local stream = decode.stream
 local guard = require "omixa.guard"
 
 local type, pairs, ipairs, tostring, error, setmetatable, getmetatable =
@@ -128,7 +128,7 @@ function M.new(options)
   local opts, err = check_options(options, OPTIONS, "option")
   if not opts then error(err, 2) end
   local base = opts.base_url or getenv("OMIXA_BASE_URL") or DEFAULT_BASE
-  if not match(base, "^[Hh][Tt][Tt][Pp][Ss]?://[^/]") then
+  if not wire.web_scheme(base) then
     error(format("omixa: base_url must start with http:// or https:// (got %s)", schema.show(base)), 2)
   end
   base = base:gsub("/+$", "")
@@ -175,7 +175,7 @@ function Client:close()
   if not self.closed then
     self.closed = true
     local s = secrets[self]
-    if s and s.engine then job.close(s.engine) end
+    if s and s.engine then engine.close(s.engine) end
     -- pcall: close is also __gc, where a raising debug function must not land
     if s and s.guard.log then pcall(s.guard.log, "client closed; spent %s USD", s.guard:spent()) end
     secrets[self] = nil
@@ -187,7 +187,7 @@ Client.__gc = Client.close
 -- The client's transport and jobs, made on first use.
 local function engine_of(self)
   local s = secrets[self]
-  if not s.engine then s.engine = job.engine{ concurrency = self.concurrency, log = s.guard.log } end
+  if not s.engine then s.engine = engine.new{ concurrency = self.concurrency, log = s.guard.log } end
   return s.engine
 end
 
@@ -335,7 +335,7 @@ local function retry_policy(max_retries, retry_unknown)
   end
 end
 
--- What a job sends for this request, every attempt (see omixa.job).
+-- What a job sends for this request, every attempt (see omixa.engine).
 local function job_spec(self, prepared, body, co, streaming, key)
   local retry_unknown = co.retry_unknown
   if retry_unknown == nil then retry_unknown = self.retry_unknown end
@@ -377,14 +377,14 @@ end
 -- has already finished.
 local function launch(self, prepared, body, co, streaming)
   local eng, g = engine_of(self), secrets[self].guard
-  local function refuse(err) body:close(); return job.finished(eng, nil, err) end
+  local function refuse(err) body:close(); return engine.finished(eng, nil, err) end
 
   -- 1. look up: a cached result is the answer (nothing sent, nothing
   --    billed); a request identical to one in flight (the same cache key)
   --    waits for it below, holding nothing, and shares its success.
   local url = wire.endpoint(self.base_url, "generate")
   local key, imgs, info = g:lookup(wire.identity(url, prepared.headers), body)
-  if imgs then body:close(); return job.finished(eng, imgs, info) end
+  if imgs then body:close(); return engine.finished(eng, imgs, info) end
 
   -- 2. authorize: the key may be sent there (else a config error) ...
   local api, err = credentials(self)
@@ -397,7 +397,18 @@ local function launch(self, prepared, body, co, streaming)
   -- (1, again: an identical request in flight is waited for here, now that
   --  there is a spec to send should it fail.)
   spec.share_key = key
-  if key and job.leader(eng, key) then return job.follow(eng, spec, g:waiter(key, prepared)) end
+  if key then
+    local mine, serr = g:claim(key, spec.deadline or (co.timeout or self.timeout) + 60)
+    if mine == nil then
+      return refuse(errors.new{ kind = "store", message = "the store cannot be reached: " .. tostring(serr),
+                                attempts = 0 })
+    end
+    -- whoever sends it last on this client ends the claim (a waiter that
+    -- sends after a failure inherits it); a claim of another process is
+    -- not ours to end
+    if mine or engine.leader(eng, key) then spec.unclaim = function() g:unclaim(key) end end
+    if not mine and engine.leader(eng, key) then return engine.follow(eng, spec, g:waiter(key, prepared)) end
+  end
 
   -- (2, again: only a request that will be sent holds budget.) The budget
   --  holds the estimate, or refuses (a budget error, nothing sent).
@@ -411,9 +422,9 @@ local function launch(self, prepared, body, co, streaming)
   spec.on_finish = g:finisher(hold, key)
 
   -- 4. send: attempts, back-off and the deadline (the engine runs them,
-  --    retry_policy decides), 5. decode each answer (omixa.response,
-  --    omixa.stream; errors.judge for a failure).
-  return job.start(eng, spec)
+  --    retry_policy decides), 5. decode each answer (omixa.decode;
+  --    errors.judge for a failure).
+  return engine.start(eng, spec)
 end
 
 -- client:start(request, call_opts) -> job, at once (misuse raises first).
@@ -425,8 +436,8 @@ end
 function Client:poll()
   check_open(self, 2)
   local eng = engine_of(self)
-  job.drive(eng, 0)
-  return job.running(eng)
+  engine.drive(eng, 0)
+  return engine.running(eng)
 end
 
 -- client:fd() -> a descriptor that becomes readable when poll has work.
@@ -496,7 +507,7 @@ function Client:models()
   spec.url, spec.method, spec.body, spec.parse = wire.endpoint(self.base_url, "models"), "GET", nil, parse_json
   spec.idempotent = true -- a GET bills nothing: resending is safe (errors.judge)
   spec.on_finish = secrets[self].guard:scrubber()
-  return job.start(engine_of(self), add_signer(self, spec)):wait()
+  return engine.start(engine_of(self), add_signer(self, spec)):wait()
 end
 
 -- Own transport: the request as plain data, and a parser for the answer.
@@ -567,14 +578,14 @@ function Client:parse(status, body, headers, fetch)
   end
   local key = api_key(self)
   local g = secrets[self].guard
-  local imgs, info, pending = response.parse(status, h, body, { model = self.model })
+  local imgs, info, pending = decode.parse(status, h, body, { model = self.model })
   if imgs then
     info.attempts, info.elapsed = 1, 0
     g:add(info.billed_amount) -- counted in client:spent()
     if not pending then return imgs, info end
     if fetch then
       local t0 = now()
-      local out, res = response.fetch(imgs, info, pending, fetch,
+      local out, res = decode.fetch(imgs, info, pending, fetch,
         { headers = fetch_headers(self, key), max_bytes = self.max_response_bytes })
       if out then
         res.elapsed = now() - t0
@@ -584,7 +595,7 @@ function Client:parse(status, body, headers, fetch)
     else
       local spec = add_signer(self, { url = self.base_url, key = key,
                      transfer_options = function(req) return transfer_options(self, {}, req) end })
-      return job.downloads(engine_of(self), spec, imgs, info, pending):wait()
+      return engine.downloads(engine_of(self), spec, imgs, info, pending):wait()
     end
   end
   info.attempts = 1

@@ -22,9 +22,9 @@
 --       omixa.store; this client's own memory store by default) for at most
 --       TTL seconds; err an omixa error, kind "budget", or "store" when the
 --       store cannot be reached (nothing sent: the budget fails closed)
---   g:finisher(hold, key) -> function(job, images, info_or_err)  omixa.job's
+--   g:finisher(hold, key) -> function(job, images, info_or_err)  omixa.engine's
 --       spec.on_finish
---   g:waiter(key, prepared) -> hooks for omixa.job.follow: a request
+--   g:waiter(key, prepared) -> hooks for omixa.engine.follow: a request
 --       identical to one in flight on this client (the same cache key)
 --       waits for it holding nothing; it shares a success as a hit (a copy,
 --       cached = true, attempts = 0, no billed_amount) and on a failure
@@ -154,8 +154,7 @@ end
 
 local function refusal(self, message, kind)
   if self.log then self.log("budget: refused, nothing sent: %s", message) end
-  return nil, errors.new{ kind = kind or "budget", message = message, attempts = 0, maybe_billed = false,
-                          retryable = false }
+  return nil, errors.new{ kind = kind or "budget", message = message, attempts = 0 }
 end
 
 function Guard:check(prepared)
@@ -177,6 +176,16 @@ end
 
 function Guard:add(amount)
   if amount ~= nil then self.budget:add(amount) end
+end
+
+-- The in-flight claim on KEY in the store: true, this call sends it;
+-- false, an identical request is in flight (on this client: wait for it).
+function Guard:claim(key, ttl)
+  return self.store:claim(key, ttl)
+end
+
+function Guard:unclaim(key)
+  return self.store:unclaim(key)
 end
 
 function Guard:spent()
@@ -244,7 +253,7 @@ local function copy(v)
   return t
 end
 
--- Hooks for a request whose twin (KEY) is in flight: see omixa.job.follow.
+-- Hooks for a request whose twin (KEY) is in flight: see omixa.engine.follow.
 function Guard:waiter(key, prepared)
   local log = self.log
   if log then log("cache %s: the same request is in flight on this client: waiting for it, nothing sent", short(key)) end

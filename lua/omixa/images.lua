@@ -144,9 +144,8 @@ function images.resolve(item, where)
   local t = type(item)
   if t == "string" then
     if match(item, "^data:") then return from_data_url(item, where) end
-    if match(item, "^[%a][%w%+%.%-]*://") then
-      return fail("field '%s' is a remote URL; the service wants inline data: give a file path, bytes or a data: URL", where)
-    end
+    local ok, err = schema.not_remote(item, where)
+    if not ok then return nil, err end
     return from_path(item, where)
   elseif t == "table" then
     if item.type == "image_url" then
@@ -154,10 +153,7 @@ function images.resolve(item, where)
       if type(iu) ~= "table" or type(iu.url) ~= "string" then
         return fail("field '%s' must be { type = \"image_url\", image_url = { url = \"data:...\" } }", where)
       end
-      if match(iu.url, "^[%a][%w%+%.%-]*://") then
-        return fail("field '%s' is a remote URL; the service wants inline data: give a file path, bytes or a data: URL", where)
-      end
-      return from_data_url(iu.url, where)
+      return from_data_url(iu.url, where) -- refuses a remote URL
     elseif item.path ~= nil then
       if type(item.path) ~= "string" then return fail("field '%s.path' must be a string", where) end
       return from_path(item.path, where)

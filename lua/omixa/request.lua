@@ -9,7 +9,6 @@
 -- bytes (or an image file, read in chunks) straight into it.
 
 local core = require "omixa.core"
-local show = require("omixa.schema").show
 
 local type, ipairs, pairs, format = type, ipairs, pairs, string.format
 local match, lower, find = string.match, string.lower, string.find
@@ -53,6 +52,11 @@ function request.path(url)
   return path
 end
 
+-- The scheme of URL, lower-cased ("https"), or nil when it is no URL.
+function request.scheme(url)
+  return (split(url))
+end
+
 -- "http" or "https" for an http(s) URL with a host, else nil.
 function request.web_scheme(url)
   local scheme, authority = split(url)
@@ -79,7 +83,7 @@ function request.header_list(t, what)
   local out = {}
   for k, v in pairs(t or {}) do
     if type(k) ~= "string" or not match(k, "^[%w!#$%%&'*+%-.^_`|~]+$") then
-      return nil, format("omixa: %s has an invalid header name %s", what, show(k))
+      return nil, format("omixa: %s has an invalid header name %s", what, require("omixa.schema").show(k))
     end
     if type(v) ~= "string" or find(v, "[\r\n%z]") then
       return nil, format("omixa: %s value of '%s' must be a string without line breaks", what, k)

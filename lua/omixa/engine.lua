@@ -1,13 +1,15 @@
--- omixa.job — requests as jobs on one client's transport (libcurl multi):
--- the retry policy, back-off as deadlines (never sleeps), url-only image
--- downloads, the concurrency limit, and the engine that drives them all.
--- The blocking client:generate is a job waited for.
+-- omixa.engine — requests as jobs on one client's transport (libcurl multi):
+-- attempts, back-off as deadlines (never sleeps), the call's deadline as
+-- transfer timeouts, url-only image downloads, the concurrency limit, and
+-- the loop that drives them all. No policy: whether to try again and how
+-- long to wait is the client's (spec.next_attempt), what a failure is is
+-- omixa.errors'. The blocking client:generate is a job waited for.
 --
---   local eng = job.engine(opts)       -- one per client
---   local j = job.start(eng, spec)     -- queued, or sent at once
+--   local eng = engine.new(opts)       -- one per client
+--   local j = engine.start(eng, spec)  -- queued, or sent at once
 --   j:poll() j:done() j:result() j:wait([t]) j:cancel() j:progress()
---   job.drive(eng, timeout)            -- one round of I/O and bookkeeping
---   job.leader(eng, key) / job.follow(eng, spec, hooks)
+--   engine.drive(eng, timeout)         -- one round of I/O and bookkeeping
+--   engine.leader(eng, key) / engine.follow(eng, spec, hooks)
 --                                      -- a job that waits for an identical
 --                                      -- one in flight instead of sending
 --
@@ -16,10 +18,10 @@
 -- that was driving (and from that job's result()).
 
 local core = require "omixa.core"
-local response = require "omixa.response"
+local decode = require "omixa.decode"
 local errors = require "omixa.errors"
 local request = require "omixa.request"
-local stream = require "omixa.stream"
+local stream = decode.stream
 local debuglog = require "omixa.debuglog"
 
 local type, ipairs, pairs, pcall, error, setmetatable, tostring =
@@ -42,7 +44,7 @@ Job.__name = "omixa.job"
 
 -- ---- the engine: one per client ----
 
-function M.engine(opts)
+function M.new(opts)
   return {
     multi = core.multi(),
     concurrency = opts.concurrency or 4,
@@ -162,7 +164,14 @@ local function finish(j, images, info_or_err)
     if not ok then defer_raise(j.eng, err) end
   end
   -- after the hook: a success is in the cache before its waiters see it
-  if leading then settle_waiters(j.eng, key, images, info_or_err) end
+  if leading then
+    settle_waiters(j.eng, key, images, info_or_err)
+    -- no waiter sends it now: the claim on the key ends (spec.unclaim)
+    if j.eng.inflight[key] == nil and j.spec.unclaim then
+      local ok, err = pcall(j.spec.unclaim)
+      if not ok then defer_raise(j.eng, err) end
+    end
+  end
 end
 
 local function finish_error(j, f)
@@ -192,7 +201,7 @@ function settle_waiters(eng, key, images, res)
     local w = list and list[1]
     if not w then return end
     if eng.closed then
-      finish_error(w, { kind = "cancelled", message = "the client was closed", maybe_billed = false, attempts = 0 })
+      finish_error(w, { kind = "cancelled", message = "the client was closed", sent = false, attempts = 0 })
     elseif images then
       local ok, shared, info = pcall(w.hooks.share, images, res)
       if ok then
@@ -237,7 +246,7 @@ local function send_attempt(j)
   local req = spec.transfer_options{
     url = spec.url, method = method, body = spec.body,
     headers = add_extra_headers(spec, spec.header_lines(key), method, spec.url, spec.body),
-    -- an image answer is decoded while it arrives (response.parse takes the result)
+    -- an image answer is decoded while it arrives (decode.parse takes the result)
     scan_images = spec.parse == nil,
   }
   if left then req.timeout = within_deadline(j, req.timeout) end
@@ -365,7 +374,7 @@ local function on_main(j, tr)
       if go_on == false then
         body:close()
         return finish_error(j, { kind = "cancelled", message = "cancelled by the progress callback",
-                                 maybe_billed = true, status = res.status })
+                                 sent = true, status = res.status })
       end
     end
     local sse = j.sse
@@ -393,7 +402,7 @@ local function on_main(j, tr)
     local scanned = { model = spec.model, n = spec.n, images = res.images, rest = res.rest,
                       scan_error = res.scan_error, scan_what = res.scan_what }
     res.images, res.rest = nil, nil
-    local images, info, pending = (spec.parse or response.parse)(res.status, res.headers, body, scanned)
+    local images, info, pending = (spec.parse or decode.parse)(res.status, res.headers, body, scanned)
     body:close()
     if images then
       info.attempts = j.attempt
@@ -464,9 +473,9 @@ local function on_download(j, tr, index)
   res.body:close()
   local mime = match(lower(res.headers["content-type"] or ""), "^(image/[^;%s]+)")
   j.images_partial[index] = bytes
-  j.info_partial.images[index] = response.image_info(bytes, mime)
+  j.info_partial.images[index] = decode.image_info(bytes, mime)
   if #j.downloads == 0 then
-    local images, info = response.collect(j.images_partial, j.info_partial, j.pending)
+    local images, info = decode.collect(j.images_partial, j.info_partial, j.pending)
     if not images then return finish_error(j, info) end
     info.elapsed = now() - j.started
     finish(j, images, info)
@@ -541,7 +550,7 @@ end
 --   -> seconds to wait before the next attempt | nil (the job ends with F;
 --   at = { attempt =, cancelled =, curl_code =, deadline_at = }), deadline =,
 --   and optional hooks: method = "GET" (default "POST"), parse = function(status,
---   headers, body, ctx) -> result, info | nil, fields (default response.parse),
+--   headers, body, ctx) -> result, info | nil, fields (default decode.parse),
 --   extra_headers = function(method, url, body) -> lines (each attempt and
 --   each same-origin download), on_finish = function(job, result, info_or_err) }
 --   share_key = string: the request's identity (its cache key); while
@@ -633,12 +642,12 @@ end
 
 local function cancel(self, eng)
   if self.state == "following" then
-    return finish_error(self, { kind = "cancelled", message = "cancelled", maybe_billed = false, attempts = 0 })
+    return finish_error(self, { kind = "cancelled", message = "cancelled", sent = false, attempts = 0 })
   elseif self.state == "queued" then
     for k, q in ipairs(eng.queue) do
       if q == self then remove(eng.queue, k); break end
     end
-    return finish_error(self, { kind = "cancelled", message = "cancelled", maybe_billed = false, attempts = 0 })
+    return finish_error(self, { kind = "cancelled", message = "cancelled", sent = false, attempts = 0 })
   elseif self.state == "sending" then
     local tr = self.transfer
     tr:cancel()
@@ -650,7 +659,7 @@ local function cancel(self, eng)
                                 maybe_billed = f.maybe_billed, attempts = self.attempt })
   elseif self.state == "downloading" then
     cancel_downloads(self)
-    return finish_error(self, { kind = "cancelled", message = "cancelled", maybe_billed = true,
+    return finish_error(self, { kind = "cancelled", message = "cancelled", billed = true, sent = true,
                                 attempts = self.attempt })
   end
 end
@@ -703,7 +712,7 @@ function M.close(eng)
       local _, terr = tr:result()
       if terr and terr.body then terr.body:close() end
       finish_error(j, { kind = "cancelled", message = "the client was closed",
-                        maybe_billed = owner.what == "download" or (terr ~= nil and terr.sent == true) })
+                        billed = owner.what == "download", sent = terr ~= nil and terr.sent == true })
     end
   end
   for j in pairs(eng.active) do -- waiting out a back-off
@@ -716,7 +725,7 @@ function M.close(eng)
   eng.waiting = {}
   for _, list in pairs(waiting) do
     for _, j in ipairs(list) do
-      finish_error(j, { kind = "cancelled", message = "the client was closed", maybe_billed = false, attempts = 0 })
+      finish_error(j, { kind = "cancelled", message = "the client was closed", sent = false, attempts = 0 })
     end
   end
 end

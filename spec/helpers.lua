@@ -332,8 +332,9 @@ function helpers.follow(pid, sig)
   local _, _, me = helpers.run("echo $PPID")
   me = me:match("%d+")
   if not me then return end
-  helpers.run(("(while kill -0 %s && kill -0 %d; do sleep 1; done; kill -0 %s || kill -%s %d) >/dev/null 2>&1 &")
-    :format(me, pid, me, sig or "TERM", pid))
+  -- only when PID still runs and this process is gone (a PID stopped first is left alone)
+  helpers.run(("(while kill -0 %s && kill -0 %d; do sleep 1; done; kill -0 %d && ! kill -0 %s && kill -%s %d) >/dev/null 2>&1 &")
+    :format(me, pid, pid, me, sig or "TERM", pid))
 end
 
 return helpers

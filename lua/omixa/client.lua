@@ -1,5 +1,10 @@
--- omixa.client — a client: options, the API key, validation and encoding of
--- requests, and its jobs (omixa.engine: the transport, retries, downloads).
+-- omixa.client — a client's options and THE PIPELINE every request takes
+-- (launch, below): look up (cache, in-flight claim) -> authorize (the key,
+-- the budget's hold) -> build and sign -> send (attempts, back-off,
+-- deadline: the retry policy is here, the engine runs it) -> decode ->
+-- settle (budget, cache). Its helpers: omixa.request (URL, headers, body),
+-- omixa.engine (libcurl jobs), omixa.decode (answers), omixa.errors (what
+-- a failure is), omixa.guard (cache, budget ledger, signing, debug log).
 
 local core = require "omixa.core"
 local schema = require "omixa.schema"

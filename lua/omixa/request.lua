@@ -8,12 +8,19 @@
 -- them once into one omixa.buffer of the exact size, base64-encoding image
 -- bytes (or an image file, read in chunks) straight into it.
 
-local core = require "omixa.core"
 
 local type, ipairs, pairs, format = type, ipairs, pairs, string.format
 local match, lower, find = string.match, string.lower, string.find
 local concat, sort = table.concat, table.sort
-local quote, build_body = core.json_quote, core.build_body
+-- The C core is loaded with the first body: the URL half of this module
+-- also serves omixa.schema, which the stand-in runs inside nginx without it.
+local quote, build_body
+local function load_core()
+  if not quote then
+    local core = require "omixa.core"
+    quote, build_body = core.json_quote, core.build_body
+  end
+end
 
 local request = {}
 
@@ -152,6 +159,7 @@ end
 -- { file = path, size = n }. With REDACT, strings only (image data replaced
 -- by its byte count).
 local function parts(prepared, redact)
+  load_core()
   local out = { "{" }
   for i, f in ipairs(prepared.fields) do
     local name, v = f[1], f[2]

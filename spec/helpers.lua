@@ -39,6 +39,8 @@
 --                               hex HMAC-SHA256 by the openssl command line
 --   helpers.root, helpers.interpreter
 --   helpers.core_dir()          the directory of the omixa/core.so in use
+--   helpers.free_port()         a loopback port nothing listens on now (the kernel's pick)
+--   helpers.follow(pid [, sig]) kill PID (with SIG, default TERM) should this process die first
 --
 -- No nginx outlives a run: stop servers in teardown; any left are stopped
 -- when the helpers are collected at exit, and each stand-in also watches
@@ -354,6 +356,32 @@ function helpers.serve(opts)
   }, Server)
   servers[srv] = true
   return srv
+end
+
+function helpers.free_port()
+  local has_socket, socket = pcall(require, "socket") -- luasocket first: luv's default loop
+  if has_socket then                                  -- crashed here after many uses (LuaJIT)
+    local srv = assert(socket.bind("127.0.0.1", 0))
+    local _, port = srv:getsockname()
+    srv:close()
+    return tonumber(port)
+  end
+  local uv = require "luv"
+  local t = uv.new_tcp()
+  assert(t:bind("127.0.0.1", 0))
+  local port = t:getsockname().port
+  t:close()
+  uv.run("nowait")
+  return port
+end
+
+function helpers.follow(pid, sig)
+  local _, _, me = helpers.run("echo $PPID")
+  me = me:match("%d+")
+  if not me then return end
+  -- only when PID still runs and this process is gone (a PID stopped first is left alone)
+  helpers.run(("(while kill -0 %s && kill -0 %d; do sleep 1; done; kill -0 %d && ! kill -0 %s && kill -%s %d) >/dev/null 2>&1 &")
+    :format(me, pid, pid, me, sig or "TERM", pid))
 end
 
 return helpers

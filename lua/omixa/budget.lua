@@ -23,7 +23,7 @@
 --       request costs something, so an estimate of 0 (no catalog price)
 --       counts as one micro-dollar: once the budget is used up nothing more
 --       is allowed, and a limit of 0 allows nothing (a cache-only client).
---   b:hold(micros) -> hold | nil, message  like allows, and reserves the
+--   b:hold(micros [, ttl]) -> hold | nil, message [, "store"]  like allows, and reserves the
 --       estimate while the request is in flight (concurrent jobs cannot all
 --       pass the same check); then exactly one of
 --       hold:capture([amount])  the request succeeded: adds AMOUNT (the
@@ -32,7 +32,7 @@
 --                               valid amount (then also returns nil, message)
 --       hold:release()          the request failed: nothing was billed
 --   b:add(amount) -> true | nil, message   adds a billed amount to spent
---   b:spent() -> "0.072000";  b:limit() -> "1.000000";  b:held() -> "0.040000"
+--   b:spent() -> "0.072000" | nil, message (store unreachable);  b:limit() -> "1.000000";  b:held() -> "0.040000"
 
 local type, tostring, tonumber, setmetatable, error = type, tostring, tonumber, setmetatable, error
 local floor, fmod, huge = math.floor, math.fmod, math.huge
@@ -134,7 +134,7 @@ Hold.__name = "omixa.budget.hold"
 function budget.new(limit, store)
   local m, err = budget.parse(limit)
   if not m then error("omixa: max_spend: " .. err, 2) end
-  return setmetatable({ limit_ = m, store = store or require("omixa.store.memory").new() }, Budget)
+  return setmetatable({ limit_ = m, store = store or require("omixa.store.memory").new(), pending = {} }, Budget)
 end
 
 function Budget.estimate(_, model_spec, n) -- b:estimate(model_spec, n)
@@ -162,8 +162,25 @@ end
 
 -- Reserve MICROS in the store: a hold id | nil, message [, "store"]. Every
 -- real request costs something: an estimate of 0 must leave a micro-dollar.
-local function reserve(self, micros)
-  local id, used = self.store:reserve(micros, self.limit_ - (micros > 0 and 0 or 1))
+--
+-- Settles the store could not take (it was unreachable) are kept and sent
+-- first: until they are in, nothing more is reserved (fails closed), so
+-- spend billed while the store was away is never forgotten.
+local function flush(self)
+  local pending = self.pending
+  while pending[1] do
+    local ok, err = self.store:settle(pending[1][1], pending[1][2])
+    if not ok then return nil, err end
+    table.remove(pending, 1)
+  end
+  return true
+end
+
+local function reserve(self, micros, ttl, unlimited)
+  local flushed, ferr = flush(self)
+  if not flushed then return nil, "the store cannot be reached: " .. tostring(ferr), "store" end
+  local limit = not unlimited and self.limit_ - (micros > 0 and 0 or 1) or nil
+  local id, used = self.store:reserve(micros, limit, ttl)
   if id == nil then return nil, "the store cannot be reached: " .. tostring(used), "store" end
   if id == false then return refusal(self, micros, used) end
   return id
@@ -177,9 +194,9 @@ function Budget:allows(micros)
   return true
 end
 
-function Budget:hold(micros)
+function Budget:hold(micros, ttl)
   check_micros(micros, "hold", 2)
-  local id, err, kind = reserve(self, micros)
+  local id, err, kind = reserve(self, micros, ttl)
   if not id then return nil, err, kind end
   return setmetatable({ budget = self, id = id, micros = micros }, Hold)
 end
@@ -187,7 +204,8 @@ end
 local function settle(h, billed)
   if h.settled then return false end
   h.settled = true
-  h.budget.store:settle(h.id, billed)
+  local b = h.budget
+  if not b.store:settle(h.id, billed) then b.pending[#b.pending + 1] = { h.id, billed } end
   return true
 end
 
@@ -211,13 +229,18 @@ end
 function Budget:add(amount)
   local m, err = budget.parse(amount)
   if not m then return nil, err end
-  local id, serr = self.store:reserve(m, nil)
-  if not id then return nil, "the store cannot be reached: " .. tostring(serr) end
-  self.store:settle(id, m)
+  local id, serr = reserve(self, m, nil, true)
+  if not id then return nil, serr end
+  if not self.store:settle(id, m) then self.pending[#self.pending + 1] = { id, m } end
   return true
 end
 
-function Budget:spent() return budget.format(self.store:spent()) end
+-- b:spent() -> "0.072000" | nil, message (the store cannot be reached)
+function Budget:spent()
+  local m, err = self.store:spent()
+  if not m then return nil, "the store cannot be reached: " .. tostring(err) end
+  return budget.format(m)
+end
 function Budget:limit() return budget.format(self.limit_) end
 function Budget:held() return budget.format(self.store.held and self.store:held() or 0) end
 

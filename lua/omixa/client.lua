@@ -43,6 +43,7 @@ local OPTIONS = {
   strict = { "boolean" }, allow_http = { "boolean" }, concurrency = { "integer" },
   signing_secret = { "string" }, cache_dir = { "string" }, max_spend = { "string", "number" },
   cache_max_bytes = { "integer" }, debug = { "function", "boolean" },
+  store = { "table", "userdata" }, -- an omixa.store: the budget shared across workers and hosts
 }
 
 local CALL_OPTIONS = {
@@ -417,7 +418,7 @@ local function launch(self, prepared, body, co, streaming)
   -- (2, again: only a request that will be sent holds budget.) The budget
   --  holds the estimate, or refuses (a budget error, nothing sent).
   local hold
-  hold, err = g:hold(prepared)
+  hold, err = g:hold(prepared, (co.timeout or self.timeout) + 60) -- a dead owner's hold expires
   if not hold then return refuse(err) end
 
   -- 6. settle, when the job ends: the hold becomes the billed amount (the

@@ -17,8 +17,11 @@
 --   g:lookup(url, body) -> key, images, info   key nil without a cache;
 --       images, info on a hit (info.cached = true, attempts = 0, and no
 --       billed_amount: nothing was billed for this call)
---   g:hold(prepared) -> hold | nil, err    the catalog's price x n of the
---       request omixa.schema prepared; err an omixa error, kind "budget"
+--   g:hold(prepared [, ttl]) -> hold | nil, err    the catalog's price x n of the
+--       request omixa.schema prepared, held in the store (opts.store, an
+--       omixa.store; this client's own memory store by default) for at most
+--       TTL seconds; err an omixa error, kind "budget", or "store" when the
+--       store cannot be reached (nothing sent: the budget fails closed)
 --   g:finisher(hold, key) -> function(job, images, info_or_err)  omixa.engine's
 --       spec.on_finish
 --   g:waiter(key, prepared) -> hooks for omixa.engine.follow: a request
@@ -39,6 +42,7 @@
 local cache = require "omixa.cache"
 local budget = require "omixa.budget"
 local memory = require "omixa.store.memory"
+local store = require "omixa.store"
 local signing = require "omixa.signing"
 local debuglog = require "omixa.debuglog"
 local errors = require "omixa.errors"
@@ -88,7 +92,14 @@ function guard.new(opts, current_key)
   local b
   -- the ledger (and, through the store interface, anything shared) lives in
   -- the store: omixa.store.memory, this client's own, by default
-  g.store = memory.new()
+  g.store = opts.store or memory.new()
+  if opts.store ~= nil then
+    local is, missing = store.is_store(opts.store)
+    if not is then
+      misuse("omixa: option 'store' must be an omixa.store (memory, shared_dict, redis) or have its methods"
+        .. (missing and (" (no :" .. missing .. ")") or ""))
+    end
+  end
   ok, b = pcall(budget.new, limit, g.store)
   if not ok then misuse((gsub(tostring(b), "^omixa: max_spend:", "omixa: option 'max_spend':"))) end
   g.budget, g.limited = b, opts.max_spend ~= nil
@@ -152,9 +163,9 @@ function Guard:check(prepared)
   return true
 end
 
-function Guard:hold(prepared)
+function Guard:hold(prepared, ttl)
   local micros, n = estimate(self, prepared)
-  local h, err, kind = self.budget:hold(micros)
+  local h, err, kind = self.budget:hold(micros, ttl)
   if not h then return refusal(self, err, kind) end
   if self.log and self.limited then
     self.log("budget: holding %s USD for %s x%d (%s spent of %s)", budget.format(micros), prepared.model, n,
@@ -178,7 +189,9 @@ function Guard:unclaim(key)
 end
 
 function Guard:spent()
-  return self.budget:spent()
+  local spent, err = self.budget:spent()
+  if not spent then return nil, errors.new{ kind = "store", message = err, attempts = 0, maybe_billed = false } end
+  return spent
 end
 
 -- The signing secret never reaches the user in an error, even one whose

@@ -296,7 +296,7 @@ describe("defect 5: a client after fork()", function()
 
   it("refuses calls in the child, and closing it there leaves the parent's transfers alone", function()
     if not ok_ffi then pending("fork() through LuaJIT's ffi: runs in the LuaJIT pass") return end
-    ffi.cdef[[ int fork(void); void _exit(int); int waitpid(int, int *, int); ]]
+    pcall(ffi.cdef, [[ int fork(void); void _exit(int); int waitpid(int, int *, int); ]])
     local body = string.rep("b", 4000)
     local conn
     h = hostile.open(function(_, c)
@@ -324,5 +324,24 @@ describe("defect 5: a client after fork()", function()
     local res = assert(tr:result())
     assert.equal(body, res.body:string())
     m:close()
+  end)
+
+  it("client:generate in the child returns a config error, and sends nothing", function()
+    if not ok_ffi then pending("fork() through LuaJIT's ffi: runs in the LuaJIT pass") return end
+    pcall(ffi.cdef, [[ int fork(void); void _exit(int); int waitpid(int, int *, int); ]])
+    local c = omixa.new{ base_url = "http://127.0.0.1:9/api/v1", max_retries = 0 }
+    local pid = ffi.C.fork()
+    if pid == 0 then
+      local images, err = c:generate{ prompt = "x", model = "gpt-image-1.5" }
+      local ok = images == nil and type(err) == "table" and err.kind == "config"
+        and tostring(err):find("fork", 1, true) ~= nil and err.attempts == 0
+      c:close()
+      ffi.C._exit(ok and 0 or 3)
+    end
+    assert.is_true(pid > 0, "fork failed")
+    local status = ffi.new("int[1]")
+    ffi.C.waitpid(pid, status, 0)
+    assert.equal(0, status[0], "the child's client did not answer with a config error")
+    c:close()
   end)
 end)

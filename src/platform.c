@@ -165,10 +165,18 @@ static int l_replace_file(lua_State *L)
     return 2;
 }
 
+/* core.pid() -> this process's id (a client tells a fork's child by it) */
+static int l_pid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)omx_pid());
+    return 1;
+}
+
 void omx_platform_open(lua_State *L)
 {
     static const luaL_Reg functions[] = {
         {"replace_file", l_replace_file},
+        {"pid", l_pid},
         {NULL, NULL}
     };
     omx_setfuncs(L, functions, 0);

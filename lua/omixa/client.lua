@@ -160,6 +160,7 @@ function M.new(options)
     concurrency = opts.concurrency or 4,
     extra_headers = headers,
     closed = false,
+    pid = core.pid(), -- a client belongs to the process that made it
   }, Client)
   local s = { key = opts.api_key or (env_key ~= "" and env_key or nil) }
   -- cache, budget, signing secret and debug log (omixa.guard)
@@ -308,6 +309,10 @@ end
 -- The key for this call, or nil and the config error that refuses to send
 -- it: none for a remote host, or in clear text to one.
 local function credentials(self)
+  if core.pid() ~= self.pid then
+    return config_error(format("this client belongs to process %d, not to this one (a fork): make a new client here",
+      self.pid))
+  end
   local host = wire.host(self.base_url)
   local key, kerr = api_key(self)
   if kerr then return config_error(kerr) end

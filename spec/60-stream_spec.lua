@@ -269,13 +269,13 @@ describe("core.sse_parser", function()
     end
     local raised = false
     -- a collector that runs often, so that its finalizers run inside feed
-    local pause, stepmul = collectgarbage("setpause", 100), collectgarbage("setstepmul", 1000)
+    local pause, stepmul = collectgarbage("setpause", 10), collectgarbage("setstepmul", 1000)
     finally(function()
       fuse.armed = false
       collectgarbage("setpause", pause)
       collectgarbage("setstepmul", stepmul)
     end)
-    for _ = 1, 50 do
+    for _ = 1, 500 do
       local p = core.sse_parser()
       collectgarbage()
       collectgarbage("stop")

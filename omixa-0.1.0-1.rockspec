@@ -28,7 +28,8 @@ build = {
     ["omixa.core"] = {
       sources = {
         "src/omixa_core.c", "src/compat.c", "src/buffer.c", "src/base64.c",
-        "src/sniff.c", "src/json.c", "src/sse.c", "src/transport.c", "src/crypto.c",
+        "src/sniff.c", "src/json.c", "src/sse.c", "src/transport.c", "src/easy.c",
+        "src/sink.c", "src/headers.c", "src/event_epoll.c", "src/crypto.c",
         "src/body.c", "src/b64fast.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },

@@ -1,0 +1,326 @@
+/* sink.c — where a response body goes as curl hands it over: the
+ * transfer's buffer, or (scan_images, a 2xx JSON answer) the image scan of
+ * json.h, which decodes the base64 images straight into rooms of their own
+ * and keeps only an excerpt of the text. */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MADV_HUGEPAGE */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+
+#include <lauxlib.h>
+
+#include "json.h"
+#include "transport.h"
+
+#define SCAN_EXCERPT 2048      /* body bytes kept when scanning */
+#define BIG_ROOM (1u << 20)      /* image rooms this big are mapped pages */
+
+/* A response body scanned for images as it arrives. */
+struct scan_sink {
+    omx_json_scan js;
+    omx_json_images_ops ops;
+    omx_buf cur;                /* the image being decoded */
+    omx_buf *imgs;              /* the finished ones */
+    size_t nimgs, cap;
+    omx_buf rest;
+    size_t hint, fed;           /* Content-Length (0: unknown), bytes fed */
+    omx_buf *spare;             /* the multi's spare rooms (see room_free) */
+};
+
+/* ---- the image scan of a response body ---- */
+
+/* Image rooms: small ones from malloc; big ones are pages of their own
+ * (huge pages where the kernel allows: a few faults instead of thousands).
+ * The multi keeps the biggest one of its last response for the next
+ * (SPARE), so a client receiving big images in a row decodes into pages
+ * that are already there: no fault, no zeroing; client:close() (the
+ * multi's close) gives it back. (MADV_FREE on the spare was measured: it
+ * makes the next use slower than fresh pages.) */
+static void unmap_room(omx_buf *b)
+{
+    if (b->cap >= BIG_ROOM)
+        munmap(b->data, b->cap);
+    else
+        free(b->data);
+    omx_buf_init(b);
+}
+
+/* Done with room B: kept in a free slot of SPARE (or instead of a smaller
+ * one), else given back. */
+static void room_free(omx_buf *spare, omx_buf *b)
+{
+    if (spare != NULL && b->cap >= BIG_ROOM) {
+        omx_buf *slot = NULL;
+        int i;
+        for (i = 0; i < SPARES; i++)
+            if (slot == NULL || spare[i].cap < slot->cap)
+                slot = &spare[i];
+        if (slot->cap < b->cap) {
+            unmap_room(slot);
+            *slot = *b;
+            slot->len = 0;
+            omx_buf_init(b);
+            return;
+        }
+    }
+    unmap_room(b);
+}
+
+/* The smallest room of SPARE that holds WANT bytes, or NULL. */
+static omx_buf *fitting_spare(omx_buf *spare, size_t want)
+{
+    omx_buf *best = NULL;
+    int i;
+    if (spare == NULL)
+        return NULL;
+    for (i = 0; i < SPARES; i++)
+        if (spare[i].cap >= want && (best == NULL || spare[i].cap < best->cap))
+            best = &spare[i];
+    return best;
+}
+
+static int room_grow(omx_buf *spare, omx_buf *b, size_t have, size_t want)
+{
+    char *d;
+    if (want < BIG_ROOM) {
+        if ((d = (char *)realloc(b->data, want)) == NULL)
+            return -1;
+    } else if ((spare = fitting_spare(spare, want)) != NULL) {
+        d = spare->data;
+        want = spare->cap;
+        omx_buf_init(spare);
+        if (have > 0)
+            memcpy(d, b->data, have);
+        unmap_room(b);
+    } else {
+        long page = sysconf(_SC_PAGESIZE);
+        size_t ps = page > 0 ? (size_t)page : 4096;
+        if (want > (size_t)-1 - ps)
+            return -1;
+        want = (want + ps - 1) / ps * ps;
+        d = (char *)mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (d == (char *)MAP_FAILED)
+            return -1;
+#ifdef MADV_HUGEPAGE
+        (void)madvise(d, want, MADV_HUGEPAGE); /* fewer page faults */
+#endif
+        if (have > 0)
+            memcpy(d, b->data, have);
+        unmap_room(b);
+    }
+    b->data = d;
+    b->cap = want;
+    return 0;
+}
+
+/* Room for image INDEX: the Content-Length still to come tells how big it
+ * can be, so the first room is usually the last. */
+static unsigned char *sink_room(void *ud, size_t index, size_t have, size_t need)
+{
+    scan_sink *k = (scan_sink *)ud;
+    omx_buf *b = &k->cur;
+    (void)index;
+    if (b->cap < need) {
+        size_t want = need, guess = 0;
+        if (k->hint > k->fed)
+            guess = (k->hint - k->fed) / 4 * 3 + 8; /* all that is still to come */
+        if (k->nimgs > 0 && guess > 0) {
+            /* a later image: likely the size of the one before */
+            size_t prev = k->imgs[k->nimgs - 1].len;
+            if (prev + prev / 8 + 64 < guess)
+                guess = prev + prev / 8 + 64;
+        }
+        if (guess > want)
+            want = guess;
+        if (b->cap > 0 && b->cap < (size_t)-1 / 2 && b->cap * 2 > want)
+            want = b->cap * 2;
+        if (room_grow(k->spare, b, have, want) != 0)
+            return NULL;
+    }
+    b->len = have;
+    return (unsigned char *)b->data;
+}
+
+static int sink_image(void *ud, size_t index, size_t len)
+{
+    scan_sink *k = (scan_sink *)ud;
+    (void)index;
+    if (k->nimgs == k->cap) {
+        size_t cap = k->cap ? 2 * k->cap : 4;
+        omx_buf *v = (omx_buf *)realloc(k->imgs, cap * sizeof *v);
+        if (v == NULL)
+            return 1;
+        k->imgs = v;
+        k->cap = cap;
+    }
+    k->cur.len = len;
+    k->imgs[k->nimgs++] = k->cur;
+    omx_buf_init(&k->cur);
+    return 0;
+}
+
+static int sink_rest(void *ud, const char *p, size_t n)
+{
+    return omx_buf_append(&((scan_sink *)ud)->rest, p, n);
+}
+
+void omx_scan_free(transfer *t)
+{
+    scan_sink *k = t->scan;
+    size_t i;
+    if (k == NULL)
+        return;
+    for (i = 0; i < k->nimgs; i++)
+        room_free(k->spare, &k->imgs[i]);
+    free(k->imgs);
+    room_free(k->spare, &k->cur);
+    omx_buf_free(&k->rest);
+    free(k);
+    t->scan = NULL;
+}
+
+/* The response's Content-Length when it is known and within
+ * max_response_bytes, else 0: how much room its body may need. */
+static size_t length_hint(transfer *t)
+{
+    curl_off_t cl = -1;
+    if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK
+        && cl > 0 && (!t->max_response || (size_t)cl <= t->max_response))
+        return (size_t)cl;
+    return 0;
+}
+
+/* Does S begin with PREFIX (ASCII, any case)? */
+static int has_prefix_ci(const char *s, const char *prefix)
+{
+    for (; *prefix; s++, prefix++) {
+        int a = (unsigned char)*s, b = (unsigned char)*prefix;
+        if (a >= 'A' && a <= 'Z') a += 'a' - 'A';
+        if (a != b)
+            return 0;
+    }
+    return 1;
+}
+
+/* At the first body byte: scan this body? Only a 2xx that is neither an
+ * event stream nor an image. 0, or -1 when out of memory. */
+static int scan_decide(transfer *t)
+{
+    long status = 0;
+    char *ctype = NULL;
+    scan_sink *k;
+    t->scan_mode = SCAN_NOT;
+    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ctype);
+    if (status < 200 || status > 299)
+        return 0;
+    if (ctype != NULL && (has_prefix_ci(ctype, "text/event-stream")
+                          || has_prefix_ci(ctype, "image/")))
+        return 0;
+    if ((k = (scan_sink *)calloc(1, sizeof *k)) == NULL)
+        return -1;
+    k->ops.ud = k;
+    k->ops.image_room = sink_room;
+    k->ops.image = sink_image;
+    k->ops.rest = sink_rest;
+    omx_json_scan_init(&k->js, 0, &k->ops);
+    k->hint = length_hint(t);
+    k->spare = t->m != NULL ? t->m->spare : NULL;
+    t->scan = k;
+    t->scan_mode = SCAN_ON;
+    return 0;
+}
+
+size_t omx_on_write(char *p, size_t size, size_t n, void *ud)
+{
+    transfer *t = (transfer *)ud;
+    size_t len = size * n;
+    omx_buf *b = t->body;
+    t->last_rx_time = omx_now();
+    if (t->max_response && t->rx_total + len > t->max_response) {
+        t->abort = AB_TOO_LARGE;
+        return 0;
+    }
+    t->rx_total += len;
+    if (t->scan_mode == SCAN_WANTED && scan_decide(t) != 0) {
+        t->abort = AB_NOMEM;
+        return 0;
+    }
+    if (t->scan_mode == SCAN_ON) {
+        scan_sink *k = t->scan;
+        /* the first bytes, for error messages; the rest only scanned */
+        if (b->len < SCAN_EXCERPT
+            && omx_buf_append(b, p, len < SCAN_EXCERPT - b->len ? len : SCAN_EXCERPT - b->len) != 0) {
+            t->abort = AB_NOMEM;
+            return 0;
+        }
+        /* after a syntax error the scanner ignores the rest of the body */
+        if (omx_json_scan_feed(&k->js, p, len) == OMX_JSON_ENOMEM) {
+            t->abort = AB_NOMEM;
+            return 0;
+        }
+        k->fed += len;
+        return len;
+    }
+    if (b->cap == 0) {
+        /* Pre-size from Content-Length, within the limit. */
+        size_t cl = length_hint(t);
+        if (cl > 0)
+            (void)omx_buf_reserve(b, cl);
+    }
+    if (omx_buf_append(b, p, len) != 0) {
+        t->abort = AB_NOMEM;
+        return 0;
+    }
+    return len;
+}
+
+/* res.images and res.rest (or res.scan_error) of the scanned body, into
+ * the table at 1 (T at 2), each image freed once it is a string. */
+static int push_scan_result(lua_State *L)
+{
+    transfer *t = (transfer *)lua_touserdata(L, 2);
+    scan_sink *k = t->scan;
+    size_t i;
+    int rc = omx_json_scan_finish(&k->js);
+    if (rc != OMX_JSON_OK) {
+        lua_pushstring(L, k->js.err.message);
+        lua_setfield(L, 1, "scan_error");
+        lua_pushstring(L, rc == OMX_JSON_EBASE64 ? "base64" : "json");
+        lua_setfield(L, 1, "scan_what");
+        return 0;
+    }
+    lua_createtable(L, (int)k->nimgs, 0);
+    for (i = 0; i < k->nimgs; i++) {
+        omx_buf *b = &k->imgs[i];
+        lua_pushlstring(L, b->data ? b->data : "", b->len);
+        lua_rawseti(L, -2, (int)i + 1);
+        room_free(k->spare, b); /* now, not at the end: the peak stays one image */
+    }
+    lua_setfield(L, 1, "images");
+    lua_pushlstring(L, k->rest.data ? k->rest.data : "", k->rest.len);
+    lua_setfield(L, 1, "rest");
+    return 0;
+}
+
+/* Under lua_pcall: out of memory while making the strings is a failed
+ * transfer, never a half-finished one. */
+void omx_scan_result(lua_State *L, transfer *t)
+{
+    int res = lua_gettop(L);
+    lua_pushcfunction(L, push_scan_result);
+    lua_pushvalue(L, res);
+    lua_pushlightuserdata(L, t);
+    if (lua_pcall(L, 2, 0, 0) != 0) {
+        lua_pop(L, 1);
+        t->abort = AB_NOMEM;
+    }
+}
+
+void omx_rooms_free(omx_buf *spare)
+{
+    int i;
+    for (i = 0; i < SPARES; i++)
+        unmap_room(&spare[i]);
+}

@@ -167,8 +167,11 @@ describe("big images", function()
 
   -- The dead image of the call before is freed before the next image's
   -- string is made: the Lua heap right after a call holds one image, not
-  -- two (the collector alone frees them later, by its own pace).
-  it("are made after the images the program dropped have been collected", function()
+  -- two (the collector alone frees them later, by its own pace). PUC Lua
+  -- only: LuaJIT's allocator keeps big blocks itself, and collecting first
+  -- was measured to make it slower there.
+  local puc_it = rawget(_G, "jit") and pending or it
+  puc_it("are made after the images the program dropped have been collected", function()
     local text = answer{ image(8 * MiB, 87) }
     collectgarbage("collect")
     local base = collectgarbage("count") * 1024

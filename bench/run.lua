@@ -1047,11 +1047,11 @@ local function lua_floor_lines(res)
   end
   if #out > 0 then
     out[#out + 1] = ""
-    out[#out + 1] = "The floor's string is made where malloc already has pages. In the clients' loop, Lua 5.4's"
-    out[#out + 1] = "collector frees the earlier images late, so malloc maps fresh pages for each new 20 MB string"
-    out[#out + 1] = "and the kernel faults them in one 4 KiB page at a time (\"copy into Lua strings\" and its page"
-    out[#out + 1] = "faults in the profile below): that is omixa lua5.4's distance to the floor, and why LuaJIT,"
-    out[#out + 1] = "whose allocator keeps such blocks, is near it."
+    out[#out + 1] = "The floor's string is made where malloc already has pages. In a loop, Lua 5.4's collector"
+    out[#out + 1] = "frees the earlier images late, so malloc would map fresh pages for many new 20 MB strings and"
+    out[#out + 1] = "the kernel fault them in one 4 KiB page at a time; omixa therefore runs a full collection"
+    out[#out + 1] = "before making the string of an answer of one big image on PUC Lua (docs/performance.md), so"
+    out[#out + 1] = "the new string gets the dead images' memory. LuaJIT's allocator keeps such blocks by itself."
   end
   local mem = {}
   for _, id in ipairs({ "omixa-lua5.4", "omixa-luajit" }) do

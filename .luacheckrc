@@ -7,3 +7,5 @@ files["examples/nvim"] = { globals = { "vim" } }
 files["examples/openresty"] = { globals = { "ngx" } }
 files["examples/love"] = { globals = { "love" } }
 exclude_files = { "build", "omixa", "out" }
+files["examples/luanti"] = { globals = { "omixa_paintings" }, read_globals = { "minetest", "vector" } }
+files["spec/hosts/luanti"] = { globals = { "minetest" }, read_globals = { "omixa_paintings" } }

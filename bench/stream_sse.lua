@@ -6,7 +6,7 @@
 package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
 package.cpath = (os.getenv("OMIXA_BUILD") or ".") .. "/?.so;" .. package.cpath
 local core = require "omixa.core"
-local stream = require "omixa.stream"
+local stream = require("omixa.decode").stream
 
 local mb = tonumber(arg and arg[1]) or 20
 local n = math.floor(mb * 1000 * 1000)

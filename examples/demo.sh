@@ -6,7 +6,6 @@ set -eu
 cd "$(dirname "$0")/.."
 LUA=${LUA:-lua5.4}
 export LUA_PATH="./lua/?.lua;./lua/?/init.lua;;"
-export LUA_CPATH="./?.so;;"
 
 stop=
 if [ -z "${OMIXA_API_KEY:-}" ]; then

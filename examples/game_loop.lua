@@ -4,7 +4,7 @@
 -- one line) and sleeps until the next frame. A blocking call here would
 -- freeze the loop for as long as the image takes.
 --
---   lua5.4 examples/game_loop.lua [JOBS [DIR]]   -- JOBS images (4), saved into DIR when given
+--   lua5.4 examples/game_loop.lua [JOBS [DIR]]   -- JOBS images (4), saved into DIR (made if missing) when given
 --
 -- Each frame prints "frame N  <ms since the previous frame> ms  poll <ms
 -- spent in job:poll()> ms  <state of each job>"; each finished job one "job I ..."
@@ -19,6 +19,9 @@ local PROMPTS = { "a red fox in snow", "a paper boat on a pond", "a lighthouse a
 
 local njobs = tonumber(arg and arg[1]) or 4
 local dir = arg and arg[2]
+if dir then -- created when missing (POSIX mkdir -p)
+  assert(os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'"), "cannot create " .. dir)
+end
 
 local client = omixa.new{ concurrency = njobs }
 local jobs = {}

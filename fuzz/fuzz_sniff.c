@@ -8,7 +8,9 @@
  * an SOFn segment of the data. Prefixes of the input never
  * say more than the whole: a recognised prefix has the whole's format (or,
  * for ISO-BMFF, a brand the whole outranks) and a size only when the whole
- * has that same size. */
+ * has that same size. A header cut before the size (cut set) has no size,
+ * never for ISO-BMFF; a recognised prefix that is not cut has decided:
+ * the whole has exactly its size (or none). */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -101,9 +103,13 @@ static void check_one(const uint8_t *p, size_t n, omx_image_info *info)
     if (rc == 0) {
         CHECK(info->mime == NULL && info->format == NULL);
         CHECK(info->width == 0 && info->height == 0);
+        CHECK(info->cut == 0);
         CHECK(magic == NULL);
         return;
     }
+    CHECK(info->cut == 0 || info->cut == 1);
+    if (info->cut)
+        CHECK(info->width == 0 && magic != NULL);
     CHECK(info->mime != NULL && info->format != NULL);
     CHECK(strncmp(info->mime, "image/", 6) == 0 && strcmp(info->mime + 6, info->format) == 0);
     CHECK((info->width == 0) == (info->height == 0));
@@ -137,7 +143,7 @@ static void check_prefix(const uint8_t *data, size_t len, const omx_image_info *
         CHECK(heif_rank(whole->format) >= heif_rank(part.format));
     else
         CHECK(strcmp(part.format, whole->format) == 0);
-    if (part.width != 0)
+    if (part.width != 0 || (!part.cut && heif_rank(part.format) == 0))
         CHECK(part.width == whole->width && part.height == whole->height);
 }
 

@@ -9,6 +9,17 @@
  * omx_sse_finish must agree. Each event's data also goes through the image
  * scanner, under the sanitizers.
  *
+ * Errors (issue 13, defect 7): the events a chunk completes before an event
+ * over the limit are delivered (the records above hold the events and then
+ * the error, so they must match the reference's events up to its error);
+ * after an error every later feed returns the same error and delivers
+ * nothing. Two more runs stop the parser at the Kth event (K from the
+ * input): once by the callback's return value, once by a longjmp out of the
+ * callback (what a Lua error raised in it does). Each must have delivered
+ * exactly the reference's first K events, and then be dead: every feed
+ * returns OMX_SSE_ESTOPPED (OMX_SSE_EABANDONED after the longjmp) and no
+ * event comes out of the rest of the input.
+ *
  * Build and run by hand (from the repository root):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
  *     -D_POSIX_C_SOURCE=200809L -Isrc $(pkg-config --cflags lua5.4) \
@@ -18,6 +29,7 @@
  * (liblua is linked only because those files also hold their Lua bindings;
  * nothing here calls Lua.) */
 #include <limits.h>
+#include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +37,7 @@
 
 #include "json.h"
 #include "sse.h"
+#include "ref.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -114,11 +127,16 @@ static int scan_rest(void *ud, const char *p, size_t n)
 typedef struct run {
     rec out;
     int scan;
+    size_t events;      /* events delivered */
+    size_t stop_at;     /* stop at this event (1-based); 0: never */
+    int jump;           /* stop by longjmp to ENV rather than by returning 1 */
+    jmp_buf env;
 } run;
 
 static int on_event(void *ud, const omx_sse_event *ev)
 {
     run *r = (run *)ud;
+    r->events++;
     put_event(&r->out, ev->type, ev->type_len, ev->data, ev->data_len,
               ev->id, ev->id_len, ev->retry);
     if (r->scan) {
@@ -131,6 +149,11 @@ static int on_event(void *ud, const omx_sse_event *ev)
         ops.rest = scan_rest;
         omx_json_decode_images_ex(ev->data, ev->data_len, OMX_JSON_TOP_B64, &ops, &err);
         free(u.room);
+    }
+    if (r->stop_at != 0 && r->events == r->stop_at) {
+        if (r->jump)
+            longjmp(r->env, 1);
+        return 1;
     }
     return 0;
 }
@@ -146,6 +169,29 @@ static void finish_record(rec *out, int rc, size_t comments, long long retry, in
     }
 }
 
+/* The size of the next chunk of what is left (N) when cutting by *SEED. */
+static size_t next_chunk(unsigned *seed, size_t n)
+{
+    size_t k = n;
+    if (*seed) {
+        *seed = *seed * 1103515245u + 12345u;
+        k = (*seed >> 16) % 17; /* empty chunks too */
+        if (k > n)
+            k = n;
+    }
+    return k;
+}
+
+/* After error RC, feeding P the rest (or a byte) returns RC again and
+ * delivers nothing. */
+static void check_dead(omx_sse_parser *p, run *r, const char *s, size_t n, int rc)
+{
+    size_t events = r->events;
+    CHECK(omx_sse_feed(p, n ? s : "x", n ? n : 1, on_event, r) == rc);
+    CHECK(omx_sse_feed(p, "data: x\n\n", 9, on_event, r) == rc);
+    CHECK(r->events == events);
+}
+
 /* Parse S in chunks whose sizes come from SEED (0: whole). */
 static void run_parser(run *r, const char *s, size_t n, size_t max, unsigned seed)
 {
@@ -155,23 +201,71 @@ static void run_parser(run *r, const char *s, size_t n, size_t max, unsigned see
     if (p == NULL)
         abort();
     while (i < n && rc == OMX_SSE_OK) {
-        size_t k = n - i;
-        if (seed) {
-            seed = seed * 1103515245u + 12345u;
-            k = (seed >> 16) % 17; /* empty chunks too */
-            if (k > n - i)
-                k = n - i;
-        }
+        size_t k = next_chunk(&seed, n - i);
         rc = omx_sse_feed(p, s + i, k, on_event, r);
         i += k;
     }
     if (rc == OMX_SSE_OK && omx_sse_feed(p, "", 0, on_event, r) != OMX_SSE_OK)
         abort();
+    if (rc != OMX_SSE_OK)
+        check_dead(p, r, s + i, n - i, rc);
     cut = omx_sse_finish(p);
     finish_record(&r->out, rc, omx_sse_comments(p), omx_sse_retry(p), cut);
     if (omx_sse_feed(p, "x", 1, on_event, r) != (rc ? rc : OMX_SSE_EFINISHED))
         abort();
     omx_sse_free(p);
+}
+
+/* Parse S in chunks from SEED, stopped at event R->stop_at (by return or by
+ * longjmp, R->jump); then P must be dead. The events delivered are left in
+ * R->out, without the end record. */
+static void run_stopped(run *r, const char *s, size_t n, size_t max, unsigned seed)
+{
+    omx_sse_parser *p = omx_sse_new(max);
+    volatile size_t i = 0;
+    volatile unsigned cutter = seed;
+    volatile int rc = OMX_SSE_OK;
+    if (p == NULL)
+        abort();
+    if (setjmp(r->env) == 0) {
+        while (i < n && rc == OMX_SSE_OK) {
+            unsigned sd = cutter;
+            size_t k = next_chunk(&sd, n - i);
+            cutter = sd;
+            rc = omx_sse_feed(p, s + i, k, on_event, r);
+            i += k;
+        }
+    } else {
+        rc = OMX_SSE_EABANDONED; /* left by the longjmp */
+    }
+    CHECK(r->events <= r->stop_at);
+    if (r->events == r->stop_at)
+        CHECK(rc == (r->jump ? OMX_SSE_EABANDONED : OMX_SSE_ESTOPPED));
+    if (rc != OMX_SSE_OK) {
+        r->stop_at = 0; /* no more stopping: only dead answers */
+        check_dead(p, r, s + i, n - i, rc);
+    }
+    omx_sse_finish(p);
+    omx_sse_free(p);
+}
+
+/* The first K events of the record WHOLE (all when it holds fewer). */
+static size_t first_events(const rec *whole, size_t k)
+{
+    size_t at = 0, len, seen;
+    for (seen = 0; seen < k && at < whole->len && whole->p[at] == 'E'; seen++) {
+        at++;
+        memcpy(&len, whole->p + at, sizeof len);   /* type */
+        at += sizeof len + len;
+        memcpy(&len, whole->p + at, sizeof len);   /* data */
+        at += sizeof len + len;
+        if (whole->p[at++] == 'I') {               /* id */
+            memcpy(&len, whole->p + at, sizeof len);
+            at += sizeof len + len;
+        }
+        at += sizeof(long long);                   /* retry */
+    }
+    return at;
 }
 
 /* ---- the reference: the standard's steps over the whole input ---------- */
@@ -334,8 +428,9 @@ static void check_same(const rec *a, const rec *b, const char *what)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    run whole = { { NULL, 0, 0 }, 1 }, pieces = { { NULL, 0, 0 }, 0 };
+    static run whole, pieces, stopped;
     rec ref = { NULL, 0, 0 };
+    int jump;
     size_t max;
     unsigned seed;
     const char *s;
@@ -348,11 +443,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     s = (const char *)data + 2;
     n = size - 2;
 
+    memset(&whole, 0, sizeof whole);
+    memset(&pieces, 0, sizeof pieces);
+    whole.scan = 1;
     run_parser(&whole, s, n, max, 0);
     run_parser(&pieces, s, n, max, seed);
     reference(&ref, s, n, max);
     check_same(&whole.out, &pieces.out, "chunked parse");
     check_same(&whole.out, &ref, "reference parse");
+    /* stopped at event 1..4, by return and by longjmp */
+    for (jump = 0; jump <= 1; jump++) {
+        size_t upto;
+        memset(&stopped, 0, sizeof stopped);
+        stopped.stop_at = data[1] % 4 + 1;
+        stopped.jump = jump;
+        upto = first_events(&ref, stopped.stop_at);
+        run_stopped(&stopped, s, n, max, seed);
+        CHECK(stopped.out.len == upto && (upto == 0 || memcmp(stopped.out.p, ref.p, upto) == 0));
+        free(stopped.out.p);
+    }
     free(whole.out.p);
     free(pieces.out.p);
     free(ref.p);

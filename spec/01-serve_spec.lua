@@ -583,6 +583,14 @@ describe("omixa serve", function()
       assert.same({ 1024, 1024 }, { png_size(res.body) })
     end)
 
+    it("makes a large image that does not compress when asked (noise)", function()
+      local res = call(srv, { body = { model = GEMINI, prompt = "noise", size = "4K", output_format = "png" },
+                              fault = { noise = true, raw_image = true } })
+      assert.equal(200, res.status)
+      assert.same({ 4096, 4096 }, { png_size(res.body) })
+      assert.truthy(#res.body > 15e6, "bytes: " .. #res.body)
+    end)
+
     it("sends the body chunked, or trickling", function()
       local res = call(srv, { fault = { chunked = true } })
       assert.equal(200, res.status)
@@ -691,13 +699,61 @@ describe("omixa serve", function()
       assert.equal(big, reqs[1].body)
     end)
 
-    it("resets faults, requests and fetches", function()
+    it("resets faults, requests, fetches and billing", function()
       srv:faults{ { status = 500 } }
       call(srv, { fault = { status = 200 } })
       srv:reset()
       assert.same({}, srv:requests())
       assert.same({}, select(2, srv:control("GET", "/_omixa/faults")))
       assert.equal(200, call(srv).status)
+    end)
+
+    it("keeps a running total of what it billed, to read and to reset", function()
+      local zero = { billed_amount = "0.000000", images = 0, answers = 0 }
+      assert.same({ 200, zero }, { srv:control("GET", "/_omixa/billing") })
+      assert.equal(200, call(srv, { body = { model = GEMINI, prompt = "p", n = 2 } }).status)
+      assert.equal(500, call(srv, { fault = { status = 500 } }).status)       -- not billed
+      assert.equal(200, call(srv, { fault = { empty_data = true } }).status)  -- no image
+      assert.equal(200, call(srv, { fault = { billed_amount = "0.039000" } }).status)
+      assert.equal(200, call(srv, { fault = { no_usage = true } }).status)    -- billed all the same
+      assert.equal(200, call(srv, { fault = { truncate = true } }).status)    -- spoilt after billing
+      local res = call(srv, { body = { model = "gpt-image-1.5", prompt = "p", stream = true } })
+      assert.equal(200, res.status)
+      assert.truthy(res.body:find('"usage":{"billed_amount":"0.033000"}', 1, true))
+      call(srv, { body = { model = "gpt-image-1.5", prompt = "p", stream = true },
+                  fault = { stream_end_early = true } })                      -- no final image
+      assert.same({ billed_amount = "0.232000", images = 6, answers = 5 },
+                  srv:billing())
+      assert.equal(200, (srv:control("DELETE", "/_omixa/billing")))
+      assert.same(zero, srv:billing())
+      call(srv)
+      assert.equal("0.040000", srv:billing().billed_amount)
+      srv:reset()
+      assert.same(zero, srv:billing())
+      assert.equal(405, (srv:control("POST", "/_omixa/billing")))
+    end)
+
+    it("answers with a PNG of any byte size, as slowly as asked", function()
+      -- 4096x4096 and 20 MB, 1 MiB a piece
+      local res = call(srv, { body = { model = GEMINI, prompt = "p", size = "4K" },
+                              fault = { raw_image = true, image_bytes = 20000000,
+                                        trickle = { bytes = 1048576, interval = 0.01 } },
+                              max_time = 120 })
+      assert.equal(200, res.status)
+      assert.equal("image/png", res.headers["content-type"])
+      assert.equal(20000000, #res.body)
+      assert.same({ 4096, 4096 }, { png_size(res.body) })
+      assert.equal("IEND\174\66\96\130", res.body:sub(-8))
+      -- in JSON too, and smaller than the picture: the picture as it is
+      local v = json(call(srv, { body = { model = GEMINI, prompt = "p", size = "0.5K", aspect_ratio = "16:9" },
+                                 fault = { image_bytes = 100000 } }))
+      local bytes = full_png(v.data[1].b64_json)
+      assert.equal(100000, #bytes)
+      assert.same({ 512, 288 }, { png_size(bytes) })
+      v = json(call(srv, { body = { model = GEMINI, prompt = "p", size = "0.5K", aspect_ratio = "16:9" },
+                           fault = { image_bytes = 10 } }))
+      assert.same({ 512, 288 }, { png_size(full_png(v.data[1].b64_json)) })
+      assert.equal(422, (srv:control("PUT", "/_omixa/faults", { { image_bytes = "big" } })))
     end)
 
     it("answers 404 for an unknown control path", function()

@@ -230,7 +230,7 @@ describe("core.sniff", function()
     assert.falsy(fixture("progressive-33x270.jpg"):find("\255\192", 1, true))
   end)
 
-  it("gives mime and format without a size for truncated headers", function()
+  it("gives nil for a header cut before the size (mime and format only when told it is a prefix)", function()
     -- the shortest prefix with the magic, and the shortest with the size
     local need = {
       ["red-300x2.png"] = { 8, 24 },
@@ -249,13 +249,16 @@ describe("core.sniff", function()
         magic, sized = need[f[1]][1], need[f[1]][2]
       end
       for k = 0, #data do
-        local info = core.sniff(data:sub(1, k))
+        local info, head = core.sniff(data:sub(1, k)), core.sniff(data:sub(1, k), true)
         if k < magic then
           assert.is_nil(info)
+          assert.is_nil(head)
         elseif k < sized then
-          assert.are.same({ mime = f[2], format = f[3] }, info)
+          assert.is_nil(info, f[1] .. " cut after " .. k .. " bytes")
+          assert.are.same({ mime = f[2], format = f[3] }, head)
         else
           assert.are.same({ mime = f[2], format = f[3], width = f[4], height = f[5] }, info)
+          assert.are.same(info, head)
         end
       end
     end
@@ -297,12 +300,32 @@ describe("core.sniff", function()
     end
   end)
 
-  it("gives a JPEG without a size when the markers are broken", function()
-    local bare = { mime = "image/jpeg", format = "jpeg" }
+  it("omixa.sniff gives nil for a PNG cut after 12 bytes (before its size)", function()
+    local omixa = require "omixa"
+    local png = fixture("red-300x2.png")
+    assert.is_nil(omixa.sniff(png:sub(1, 12)))
+    assert.is_nil(omixa.sniff(png:sub(1, 23)))
+    assert.are.same({ mime = "image/png", format = "png", width = 300, height = 2 }, omixa.sniff(png:sub(1, 24)))
+  end)
+
+  it("gives nil for a JPEG cut before its frame header", function()
     local cases = {
       "\255\216\255",                                                -- nothing after
       "\255\216\255\255\255",                                        -- only fill
       "\255\216\255\224\0",                                          -- half a length
+      "\255\216" .. seg(0xE0, "JFIF"):sub(1, 5),                     -- segment cut short
+      "\255\216" .. seg(0xE0, "JFIF"),                               -- no marker after
+      "\255\216\255\192\0\17\8\0\5",                                -- SOF cut short
+    }
+    for _, jpeg in ipairs(cases) do
+      assert.is_nil(core.sniff(jpeg))
+      assert.are.same({ mime = "image/jpeg", format = "jpeg" }, core.sniff(jpeg, true))
+    end
+  end)
+
+  it("gives a JPEG without a size when the markers are broken", function()
+    local bare = { mime = "image/jpeg", format = "jpeg" }
+    local cases = {
       "\255\216\255\224\0\1JFIF",                                    -- length < 2
       "\255\216" .. seg(0xE0, "JFIF") .. "xx" .. seg(0xC0, sof_body(5, 5)), -- garbage between
       "\255\216" .. seg(0xDA, "\1\1\0\0\63\0") .. seg(0xC0, sof_body(5, 5)), -- SOS first
@@ -311,7 +334,6 @@ describe("core.sniff", function()
       "\255\216" .. seg(0xC0, sof_body(5, 0)),                       -- height 0 (DNL)
       "\255\216" .. seg(0xC0, sof_body(0, 5)),                       -- width 0
       "\255\216\255\192\0\5\8\0\5",                                  -- SOF too short
-      "\255\216" .. seg(0xE0, "JFIF"):sub(1, 5),                     -- segment cut short
     }
     for _, jpeg in ipairs(cases) do
       assert.are.same(bare, core.sniff(jpeg))
@@ -780,5 +802,34 @@ describe("core.decode_images", function()
     assert.are.equal('{"created":1,"data":[{"b64_json":"1"}],"usage":{}}', rest)
     images = core.decode_images('{"data":[{"b64_json":"' .. enc:gsub("/", "\\/") .. '"}]}')
     assert.is_true(images[1] == big, "decoded image with \\/ differs")
+  end)
+end)
+
+-- Numbers at the boundary of the core (issue 13, defect 8): an absurd value
+-- is a misuse error, tested before any conversion (converting NaN or a
+-- float out of range to an integer is undefined behaviour in C, which the
+-- ASan+UBSan run of `make test-asan` catches with float-cast-overflow).
+describe("core numbers at the boundary", function()
+  local absurd = { 1e300, -1e300, 1 / 0, -1 / 0, 0 / 0, 2 ^ 63, -2 ^ 64, 1.5 }
+
+  it("buf:string(i, j) refuses an absurd index, and takes the extreme integers", function()
+    local b = core.buffer()
+    for _, v in ipairs(absurd) do
+      assert.has_error(function() b:string(v) end)
+      assert.has_error(function() b:string(1, v) end)
+    end
+    assert.equal("", b:string(-2 ^ 53, 2 ^ 53))
+    if math.maxinteger then -- Lua 5.3+: an integer past 2^53 is no float
+      assert.equal("", b:string(math.mininteger, math.maxinteger))
+    end
+    b:close()
+  end)
+
+  it("core.sse_parser refuses an absurd max_bytes", function()
+    for _, v in ipairs(absurd) do
+      assert.has_error(function() core.sse_parser(v) end)
+      assert.has_error(function() core.sse_parser{ max_bytes = v } end)
+    end
+    core.sse_parser(2 ^ 53):close()
   end)
 end)

@@ -108,9 +108,9 @@ describe("validation", function()
     end)
     it("checks only the common fields with strict = false", function()
       local c = omixa.new{ strict = false, base_url = "http://127.0.0.1:9" }
-      local body = require("omixa.client").dry_run(c, req{ model = "new-model", style = "vivid", n = 2 })
+      local body = c:prepare(req{ model = "new-model", style = "vivid", n = 2 }).body
       assert.equal('{"model":"new-model","prompt":"a fox","n":2,"style":"vivid"}', body)
-      assert.has_error(function() require("omixa.client").dry_run(c, req{ model = "new-model", n = 20 }) end)
+      assert.has_error(function() c:prepare(req{ model = "new-model", n = 20 }) end)
     end)
   end)
 

@@ -13,8 +13,7 @@ describe("omixa CLI", function()
   before_each(function() srv:reset() end)
 
   local function omixa_cmd(args, env)
-    return helpers.run(string.format("cd '%s' && env OMIXA_BASE_URL='%s' %s %s %s",
-      dir, srv.url, env or "", helpers.cli(), args))
+    return helpers.cli_run(dir, srv, args, env)
   end
 
   it("writes the image and prints its path", function()
@@ -30,7 +29,7 @@ describe("omixa CLI", function()
     srv:faults{ { delay = 0.5 } }
     -- script(1) gives the command a terminal; its stderr then goes there.
     local inner = string.format("cd '%s' && OMIXA_BASE_URL='%s' %s tty-fox -o tty.png", dir, srv.url, helpers.cli())
-    local ok, code, out = helpers.run("script -qec " .. helpers.quote(inner) .. " /dev/null")
+    local ok, code, out = helpers.on_tty(inner)
     assert.is_true(ok, out)
     assert.equal(0, code)
     assert.truthy(out:find("\r\27%[Komixa: waiting"), out)
@@ -114,11 +113,19 @@ describe("omixa CLI", function()
     assert.equal(4, code2)
   end)
 
-  it("exits 5 on other errors", function()
+  it("exits 2 on a missing key (a config error), naming OMIXA_API_KEY", function()
     local _, code, _, err = helpers.run(string.format(
       "cd '%s' && env -u OMIXA_API_KEY OMIXA_BASE_URL=https://omixa.invalid/api/v1 %s fox -o y.png", dir, helpers.cli()))
-    assert.equal(5, code)
+    assert.equal(2, code)
     assert.matches("no API key", err)
+    assert.matches("OMIXA_API_KEY", err)
+  end)
+
+  it("exits 5 on other errors (a budget refusal)", function()
+    local _, code, _, err = omixa_cmd("'fox' -o b.png --budget 0.01")
+    assert.equal(5, code)
+    assert.matches("budget", err)
+    assert.same({}, srv:requests())
   end)
 
   it("--help and --version", function()

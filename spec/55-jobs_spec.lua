@@ -204,8 +204,11 @@ describe("jobs", function()
       local ok, code, out, err = helpers.run("OMIXA_URL=" .. helpers.quote(srv.url) .. " "
         .. helpers.lua_script(helpers.root .. "/spec/fd_loop.lua"))
       assert.is_true(ok, "exit " .. code .. ": " .. err)
-      local state, wakeups = out:match("^(%a+) (%d+)")
+      local state, wakeups, how = out:match("^(%a+) (%d+) (%a+)")
       assert.equal("done", state, out .. err)
+      -- a descriptor on every backend but the portable one, which has none
+      -- and is driven from a timer (spec/07-backend_spec.lua)
+      assert.equal(require("omixa.core").event_backend == "portable" and "timer" or "fd", how)
       wakeups = tonumber(wakeups)
       assert.truthy(wakeups >= 1 and wakeups < 200, "wakeups: " .. wakeups)
     end)

@@ -32,20 +32,7 @@ describe("examples/nvim in headless Neovim", function()
     srv = helpers.serve()
     srv:faults{ { delay = DELAY } }
     dir = helpers.tmpdir()
-    local lua_setup = ("lua package.path = %q .. package.path; package.cpath = %q .. package.cpath"):format(
-      root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;", root .. "/build/luajit/?.so;")
-    local cmd = table.concat({
-      "cd", q(dir), "&&", "env -u OMIXA_API_KEY -u OMIXA_MODEL",
-      "OMIXA_BASE_URL=" .. q(srv.url),
-      "XDG_CACHE_HOME=" .. q(dir .. "/cache"), "XDG_STATE_HOME=" .. q(dir .. "/state"),
-      "XDG_DATA_HOME=" .. q(dir .. "/data"), "XDG_CONFIG_HOME=" .. q(dir .. "/config"),
-      "OMIXA_NVIM_RESULT=" .. q(dir .. "/result.json"),
-      "timeout 60 nvim --headless --clean -u NONE -i NONE",
-      "--cmd", q(lua_setup),
-      "--cmd", q("set rtp+=" .. root .. "/examples/nvim"),
-      "-c", q("runtime plugin/omixa.lua"),
-      "-c", q("luafile " .. root .. "/spec/hosts/nvim_driver.lua"),
-    }, " ")
+    local cmd = helpers.nvim_example(dir, srv.url)
     local ran, rcode, rout, rerr = helpers.run(cmd)
     local text = read(dir .. "/result.json")
     assert(ran and text, "nvim failed (exit " .. rcode .. ", 124 is the timeout): " .. rout .. rerr)

@@ -73,7 +73,6 @@ describe("examples/openresty in nginx", function()
     assert(built, "make LUA=luajit core failed (" .. code .. "): " .. bout .. berr)
     srv = helpers.serve()
     dir = helpers.tmpdir()
-    os.execute("mkdir -p " .. q(dir .. "/tmp"))
     local template = assert(read(root .. "/examples/openresty/nginx.conf"))
     local err
     for _ = 1, 5 do

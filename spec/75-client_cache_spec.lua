@@ -187,7 +187,7 @@ describe("the cache, through the client", function()
     assert.equal(1, #names, table.concat(names, " "))
     assert.matches("^%x+%.entry$", names[1])
     -- the entry left is one of the two results, whole
-    local images, info = c:generate{ prompt = "a race" }
+    local images, info = c:generate{ prompt = "a race", output_format = "png" } -- the CLI asks for what -o a.png names
     assert.is_true(info.cached)
     assert.equal(2, #srv:requests())
     local bytes = images[1]

@@ -98,14 +98,21 @@ describe("client:models()", function()
       assert.is_nil(out:find("the service at", 1, true))
     end)
 
-    it("adds what the service lists when given a base URL and key", function()
+    it("sends nothing without --service, even with a base URL and key", function()
       local ok, code, out, err = helpers.run(string.format("OMIXA_BASE_URL=%s OMIXA_API_KEY=%s %s models",
+        "http://127.0.0.1:9/api/v1", "omx_live_models-key", cli))
+      assert(ok, "exit " .. code .. ": " .. err)
+      assert.is_nil(out:find("the service at", 1, true))
+    end)
+
+    it("adds what the service lists with --service", function()
+      local ok, code, out, err = helpers.run(string.format("OMIXA_BASE_URL=%s OMIXA_API_KEY=%s %s models --service",
         q(srv.url), "omx_live_models-key", cli))
       assert(ok, "exit " .. code .. ": " .. err)
       local json = out:match("\nthe service at " .. srv.url:gsub("%p", "%%%0") .. " lists:\n(.*)$")
       assert.truthy(json, out)
       assert.same(listed(), cjson.decode(json))
-      local _, code2, _, err2 = helpers.run(string.format("OMIXA_BASE_URL=%s OMIXA_API_KEY=omx_live_bad %s models",
+      local _, code2, _, err2 = helpers.run(string.format("OMIXA_BASE_URL=%s OMIXA_API_KEY=omx_live_bad %s models --service",
         q(srv.url), cli))
       assert.equal(3, code2)
       assert.matches("api error 401", err2)

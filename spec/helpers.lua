@@ -18,7 +18,8 @@
 --   srv:requests() generation requests seen since the last reset, decoded:
 --                  { method=, uri=, headers={lower-case name = value}, body="raw" }
 --   srv:fetches()  GETs of /_omixa/images/<id> (url_only images), same shape
---   srv:reset()    clear faults, recorded requests, fetches and stored images
+--   srv:billing()  what it billed: { billed_amount = "0.066000", images = 2, answers = 1 }
+--   srv:reset()    clear faults, recorded requests, fetches, stored images, billing
 --   srv:control(method, path [, body_table]) -> status, decoded body (or raw text)
 --   srv:stop()     stop nginx, remove the state directory (idempotent)
 --   helpers.tmpdir()            a fresh directory, removed when the run ends
@@ -38,6 +39,8 @@
 --                               hex HMAC-SHA256 by the openssl command line
 --   helpers.root, helpers.interpreter
 --   helpers.core_dir()          the directory of the omixa/core.so in use
+--   helpers.free_port()         a loopback port nothing listens on now (the kernel's pick)
+--   helpers.follow(pid [, sig]) kill PID (with SIG, default TERM) should this process die first
 --
 -- No nginx outlives a run: stop servers in teardown; any left are stopped
 -- when the helpers are collected at exit, and each stand-in also watches
@@ -146,10 +149,13 @@ end
 helpers.interpreter = find_interpreter()
 
 -- The directory whose omixa/core.so this run uses: OMIXA_BUILD (absolute, or
--- relative to the repository) when set, else the repository's own.
+-- relative to the repository) when set, else build/<tag> of the running Lua
+-- (what lua/omixa/core.lua loads).
 function helpers.core_dir()
   local build = os.getenv("OMIXA_BUILD")
-  if not build or build == "" then return helpers.root end
+  if not build or build == "" then
+    return helpers.root .. "/build/" .. (type(jit) == "table" and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
+  end
   if build:sub(1, 1) == "/" then return build end
   return helpers.root .. "/" .. build
 end
@@ -176,6 +182,42 @@ end
 -- Shell words running bin/omixa with this interpreter, on the working tree.
 function helpers.cli()
   return shell_quote(helpers.interpreter) .. " " .. shell_quote(helpers.root .. "/bin/omixa")
+end
+
+-- Run bin/omixa ARGS in DIR against the stand-in SRV, with ENV (shell
+-- words NAME=value) added: ok, code, stdout, stderr.
+function helpers.cli_run(dir, srv, args, env)
+  return helpers.run(string.format("cd %s && env OMIXA_BASE_URL=%s %s %s %s",
+    shell_quote(dir), shell_quote(srv.url), env or "", helpers.cli(), args))
+end
+
+-- Shell words running examples/nvim in headless Neovim in DIR against the
+-- stand-in at URL, with spec/hosts/nvim_driver.lua, which writes its result
+-- to DIR/result.json; ENV: more NAME=value words. The LuaJIT core is used.
+function helpers.nvim_example(dir, url, env)
+  local root = helpers.root
+  local lua_setup = ("lua package.path = %q .. package.path; package.cpath = %q .. package.cpath"):format(
+    root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;", root .. "/build/luajit/?.so;")
+  local q = shell_quote
+  return table.concat({
+    "cd", q(dir), "&&", "env -u OMIXA_API_KEY -u OMIXA_MODEL",
+    "OMIXA_BASE_URL=" .. q(url), env or "",
+    "XDG_CACHE_HOME=" .. q(dir .. "/cache"), "XDG_STATE_HOME=" .. q(dir .. "/state"),
+    "XDG_DATA_HOME=" .. q(dir .. "/data"), "XDG_CONFIG_HOME=" .. q(dir .. "/config"),
+    "OMIXA_NVIM_RESULT=" .. q(dir .. "/result.json"),
+    "timeout 60 nvim --headless --clean -u NONE -i NONE",
+    "--cmd", q(lua_setup),
+    "--cmd", q("set rtp+=" .. root .. "/examples/nvim"),
+    "-c", q("runtime plugin/omixa.lua"),
+    "-c", q("luafile " .. root .. "/spec/hosts/nvim_driver.lua"),
+  }, " ")
+end
+
+-- Run a shell command under script(1): its stderr is a terminal, and what
+-- the terminal showed comes back as out (ok, code, out).
+function helpers.on_tty(cmd)
+  local ok, code, out = helpers.run("script -qec " .. shell_quote(cmd) .. " /dev/null")
+  return ok, code, out
 end
 
 -- Hex HMAC-SHA256 of MSG by the openssl command line: a check that is not
@@ -255,6 +297,13 @@ function Server:fetches()
   return res
 end
 
+-- What the stand-in billed since its last reset:
+-- { billed_amount = "0.066000", images = 2, answers = 1 }.
+function Server:billing()
+  local _, res = self:control("GET", "/_omixa/billing")
+  return res
+end
+
 function Server:reset()
   local status = self:control("POST", "/_omixa/reset")
   assert(status == 200, "reset: status " .. tostring(status))
@@ -307,6 +356,32 @@ function helpers.serve(opts)
   }, Server)
   servers[srv] = true
   return srv
+end
+
+function helpers.free_port()
+  local has_socket, socket = pcall(require, "socket") -- luasocket first: luv's default loop
+  if has_socket then                                  -- crashed here after many uses (LuaJIT)
+    local srv = assert(socket.bind("127.0.0.1", 0))
+    local _, port = srv:getsockname()
+    srv:close()
+    return tonumber(port)
+  end
+  local uv = require "luv"
+  local t = uv.new_tcp()
+  assert(t:bind("127.0.0.1", 0))
+  local port = t:getsockname().port
+  t:close()
+  uv.run("nowait")
+  return port
+end
+
+function helpers.follow(pid, sig)
+  local _, _, me = helpers.run("echo $PPID")
+  me = me:match("%d+")
+  if not me then return end
+  -- only when PID still runs and this process is gone (a PID stopped first is left alone)
+  helpers.run(("(while kill -0 %s && kill -0 %d; do sleep 1; done; kill -0 %d && ! kill -0 %s && kill -%s %d) >/dev/null 2>&1 &")
+    :format(me, pid, pid, me, sig or "TERM", pid))
 end
 
 return helpers

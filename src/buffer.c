@@ -1,4 +1,5 @@
 /* buffer.c — growable byte buffers and their owning userdata. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <lauxlib.h>
@@ -113,7 +114,8 @@ static int buffer_len(lua_State *L)
 }
 
 /* buf:string([i [, j]]) — the bytes i..j (1-based, inclusive, like
- * string.sub; negative counts from the end) as a Lua string. */
+ * string.sub; negative counts from the end) as a Lua string. An index that
+ * is no integer (NaN, 1e300, 1.5) raises, as string.sub does on Lua 5.3+. */
 static int buffer_string(lua_State *L)
 {
     omx_buf *b = omx_buffer_check(L, 1);
@@ -139,7 +141,9 @@ static int buffer_close(lua_State *L)
 static int buffer_tostring(lua_State *L)
 {
     omx_buf *b = omx_buffer_check(L, 1);
-    lua_pushfstring(L, OMX_BUFFER " (%d bytes)", (int)b->len);
+    char s[64];
+    snprintf(s, sizeof s, OMX_BUFFER " (%lu bytes)", (unsigned long)b->len);
+    lua_pushstring(L, s);
     return 1;
 }
 

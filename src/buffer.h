@@ -28,8 +28,8 @@ void omx_buf_free(omx_buf *b);
 
 /* Push a new empty buffer userdata and return its struct. */
 omx_buf *omx_buffer_push(lua_State *L);
-/* The buffer at IDX, raising when it is not one (or is closed: data NULL is
- * fine, it just reads as empty). */
+/* The buffer at IDX, raising when it is not one; a closed buffer is fine
+ * (data NULL: it reads as empty). */
 omx_buf *omx_buffer_check(lua_State *L, int idx);
 /* Bytes of a string or buffer argument at IDX; raises on anything else. */
 const char *omx_checkbytes(lua_State *L, int idx, size_t *len);

@@ -1,4 +1,6 @@
 /* compat.c — helpers that differ between Lua versions (see compat.h). */
+#include <limits.h>
+
 #include "compat.h"
 
 void omx_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
@@ -39,13 +41,20 @@ void *omx_testudata(lua_State *L, int idx, const char *tname)
 
 lua_Integer omx_optinteger(lua_State *L, int idx, lua_Integer def)
 {
+    /* 2^(bits-1): the first integral value past lua_Integer's range */
+    const lua_Number lim =
+        (lua_Number)((lua_Integer)1 << (sizeof(lua_Integer) * CHAR_BIT - 2)) * 2;
     lua_Number n;
-    lua_Integer i;
     if (lua_isnoneornil(L, idx))
         return def;
+#if LUA_VERSION_NUM >= 503
+    if (lua_isinteger(L, idx))
+        return lua_tointeger(L, idx);
+#endif
     n = luaL_checknumber(L, idx);
-    i = (lua_Integer)n;
-    if ((lua_Number)i != n)
+    /* tested before the cast: converting NaN or a value out of range is
+     * undefined behaviour in C */
+    if (!(n >= -lim && n < lim) || (lua_Number)(lua_Integer)n != n)
         luaL_argerror(L, idx, "number has no integer representation");
-    return i;
+    return (lua_Integer)n;
 }

@@ -125,17 +125,29 @@ static int on_seek(void *ud, curl_off_t offset, int origin)
 
 /* ---- request setup ---- */
 
-static double opt_number(lua_State *L, int tab, const char *k)
+/* Number field K of the request table, absent: 0. Anything else than a
+ * number in [LO, HI] (NaN included) raises: every number the core takes
+ * from Lua is checked here, before a cast can meet it. */
+static double opt_number(lua_State *L, int tab, const char *k, double lo, double hi)
 {
     double v;
     lua_getfield(L, tab, k);
-    v = lua_isnumber(L, -1) ? (double)lua_tonumber(L, -1) : 0.0;
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return 0.0;
+    }
+    if (!lua_isnumber(L, -1))
+        luaL_error(L, "omixa: request field '%s' must be a number (got %s)", k, luaL_typename(L, -1));
+    v = (double)lua_tonumber(L, -1);
     lua_pop(L, 1);
+    if (!(v >= lo && v <= hi))
+        luaL_error(L, "omixa: request field '%s' must be a number from %f to %f (got %f)",
+                   k, (lua_Number)lo, (lua_Number)hi, (lua_Number)v);
     return v;
 }
 
-/* A string field as a pointer into the request table, which stays anchored
- * for the whole transfer; NULL when absent. */
+/* A string field as a pointer into the request table, NULL when absent:
+ * used only while setting up (curl copies every string option). */
 static const char *opt_string(lua_State *L, int tab, const char *k)
 {
     const char *v;
@@ -154,6 +166,10 @@ static int opt_bool(lua_State *L, int tab, const char *k)
     return v;
 }
 
+#define MAX_SECONDS 1e7   /* any timeout above this (115 days) is a mistake */
+
+/* Seconds in [0, MAX_SECONDS] as curl's milliseconds, capped at 2e9 ms
+ * (about 23 days) so that a 32-bit long holds them. */
 static long to_ms(double seconds)
 {
     if (seconds <= 0)
@@ -161,6 +177,15 @@ static long to_ms(double seconds)
     if (seconds > 2e6)
         return 2000000000L;
     return (long)(seconds * 1000.0 + 0.5);
+}
+
+/* Every curl_easy_setopt of setup: a failure raises (T owns what it holds). */
+#define SET(L, e, opt, val) set_checked((L), curl_easy_setopt((e), (opt), (val)), #opt)
+
+static void set_checked(lua_State *L, CURLcode rc, const char *what)
+{
+    if (rc != CURLE_OK)
+        luaL_error(L, "omixa: curl_easy_setopt(%s) failed: %s", what, curl_easy_strerror(rc));
 }
 
 /* Set every option of T's easy handle from the request table at REQ. May
@@ -179,44 +204,52 @@ void omx_setup(lua_State *L, multi *m, transfer *t, int req)
     if (method == NULL)
         method = "GET";
 
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)t);
-    curl_easy_setopt(e, CURLOPT_SHARE, m->share);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, RECV_BUFFER);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, omx_on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, omx_on_write);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
-    curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
-    curl_easy_setopt(e, CURLOPT_XFERINFODATA, t);
-    curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+    SET(L, e, CURLOPT_URL, url);
+    SET(L, e, CURLOPT_PRIVATE, (void *)t);
+    SET(L, e, CURLOPT_SHARE, m->share);
+    SET(L, e, CURLOPT_NOSIGNAL, 1L);
+    SET(L, e, CURLOPT_FOLLOWLOCATION, 0L);
+    SET(L, e, CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(L, e, CURLOPT_ERRORBUFFER, t->errbuf);
+    SET(L, e, CURLOPT_ACCEPT_ENCODING, "");
+    SET(L, e, CURLOPT_TCP_KEEPALIVE, 1L);
+    SET(L, e, CURLOPT_BUFFERSIZE, RECV_BUFFER);
+    SET(L, e, CURLOPT_HEADERFUNCTION, omx_on_header);
+    SET(L, e, CURLOPT_HEADERDATA, t);
+    SET(L, e, CURLOPT_WRITEFUNCTION, omx_on_write);
+    SET(L, e, CURLOPT_WRITEDATA, t);
+    SET(L, e, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
+    SET(L, e, CURLOPT_XFERINFODATA, t);
+    SET(L, e, CURLOPT_NOPROGRESS, 0L);
 
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, to_ms(opt_number(L, req, "timeout")));
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, to_ms(opt_number(L, req, "connect_timeout")));
-    t->idle_timeout = opt_number(L, req, "idle_timeout");
+    SET(L, e, CURLOPT_TIMEOUT_MS, to_ms(opt_number(L, req, "timeout", 0, MAX_SECONDS)));
+    SET(L, e, CURLOPT_CONNECTTIMEOUT_MS, to_ms(opt_number(L, req, "connect_timeout", 0, MAX_SECONDS)));
+    t->idle_timeout = opt_number(L, req, "idle_timeout", 0, MAX_SECONDS);
     t->scan_mode = opt_bool(L, req, "scan_images") ? SCAN_WANTED : SCAN_OFF;
-    t->max_response = (size_t)opt_number(L, req, "max_response_bytes");
+    {
+        /* 0: no limit; at most 2^53 (exact in a double) and what size_t holds */
+        double most = (double)(size_t)-1 < 9007199254740992.0 ? (double)(size_t)-1 : 9007199254740992.0;
+        double lim = opt_number(L, req, "max_response_bytes", 0, most);
+        if (lim != (double)(size_t)lim)
+            luaL_error(L, "omixa: request field 'max_response_bytes' must be an integer (got %f)", (lua_Number)lim);
+        t->max_response = (size_t)lim;
+    }
 
     if ((v = opt_string(L, req, "ca_file")) != NULL)
-        curl_easy_setopt(e, CURLOPT_CAINFO, v);
+        SET(L, e, CURLOPT_CAINFO, v);
     if ((v = opt_string(L, req, "ca_path")) != NULL)
-        curl_easy_setopt(e, CURLOPT_CAPATH, v);
+        SET(L, e, CURLOPT_CAPATH, v);
     if (opt_bool(L, req, "insecure")) {
-        curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-        curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+        SET(L, e, CURLOPT_SSL_VERIFYPEER, 0L);
+        SET(L, e, CURLOPT_SSL_VERIFYHOST, 0L);
     }
     if ((v = opt_string(L, req, "proxy")) != NULL)
-        curl_easy_setopt(e, CURLOPT_PROXY, v);
+        SET(L, e, CURLOPT_PROXY, v);
     if ((v = opt_string(L, req, "user_agent")) != NULL)
-        curl_easy_setopt(e, CURLOPT_USERAGENT, v);
+        SET(L, e, CURLOPT_USERAGENT, v);
 
-    /* A string or an omixa.buffer, anchored by the request table. */
+    /* A string or an omixa.buffer, anchored by body_ref (not only by the
+     * request table, which its owner may change while curl reads). */
     lua_getfield(L, req, "body");
     t->body_buf = NULL;
     if (lua_type(L, -1) == LUA_TSTRING) {
@@ -228,20 +261,20 @@ void omx_setup(lua_State *L, multi *m, transfer *t, int req)
                        luaL_typename(L, -1));
         body_len = t->body_buf->len;
     }
-    lua_pop(L, 1);
+    t->body_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pops it; nil: LUA_REFNIL */
     t->upload_total = (curl_off_t)body_len;
     t->body_src = body ? body : "";
     t->body_len = body_len;
     t->body_pos = 0;
     if (strcmp(method, "POST") == 0) {
-        curl_easy_setopt(e, CURLOPT_POST, 1L);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-        curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
-        curl_easy_setopt(e, CURLOPT_READDATA, t);
-        curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
-        curl_easy_setopt(e, CURLOPT_SEEKDATA, t);
+        SET(L, e, CURLOPT_POST, 1L);
+        SET(L, e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+        SET(L, e, CURLOPT_READFUNCTION, on_read);
+        SET(L, e, CURLOPT_READDATA, t);
+        SET(L, e, CURLOPT_SEEKFUNCTION, on_seek);
+        SET(L, e, CURLOPT_SEEKDATA, t);
     } else if (strcmp(method, "GET") == 0) {
-        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+        SET(L, e, CURLOPT_HTTPGET, 1L);
     } else {
         luaL_error(L, "omixa: unsupported method '%s'", method);
     }
@@ -265,8 +298,9 @@ void omx_setup(lua_State *L, multi *m, transfer *t, int req)
         }
     }
     lua_pop(L, 1);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+    SET(L, e, CURLOPT_HTTPHEADER, t->headers);
 }
+#undef SET
 
 /* Did the whole request (headers and body) leave this machine? Judged by
  * what the read callback handed to libcurl, which stays true when libcurl

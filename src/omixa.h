@@ -15,5 +15,7 @@ void omx_sse_open(lua_State *L);       /* sse.c       */
 void omx_transport_open(lua_State *L); /* transport.c */
 void omx_crypto_open(lua_State *L);    /* crypto.c    */
 void omx_body_open(lua_State *L);      /* body.c      */
+void omx_platform_open(lua_State *L);  /* platform.c  */
+void omx_testhooks_open(lua_State *L); /* testhooks.c: specs only */
 
 #endif

@@ -2,20 +2,20 @@
  * transfer's buffer, or (scan_images, a 2xx JSON answer) the image scan of
  * json.h, which decodes the base64 images straight into rooms of their own
  * and keeps only an excerpt of the text. */
-#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MADV_HUGEPAGE */
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#include <sys/mman.h>
 
 #include <lauxlib.h>
 #include <lualib.h> /* LUA_JITLIBNAME on LuaJIT */
 
+#include "headers.h"
 #include "json.h"
+#include "platform.h"
 #include "transport.h"
 
 #define SCAN_EXCERPT 2048      /* body bytes kept when scanning */
-#define BIG_ROOM (1u << 20)      /* image rooms this big are mapped pages */
+#define BIG_ROOM (1u << 20)      /* image rooms this big are pages of their own */
+#define TRUSTED_ROOM (8u << 20)  /* a declared length reserved at once, at most */
 #define GC_IMAGE (1u << 20)      /* answers with an image this big: see collect_first */
 
 /* A response body scanned for images as it arrives. */
@@ -44,7 +44,7 @@ struct scan_sink {
 static void unmap_room(omx_buf *b)
 {
     if (b->cap >= BIG_ROOM)
-        munmap(b->data, b->cap);
+        omx_pages_free(b->data, b->cap);
     else
         free(b->data);
     omx_buf_init(b);
@@ -147,17 +147,8 @@ static int room_grow(omx_rooms *rooms, omx_buf *b, size_t have, size_t want)
             memcpy(d, b->data, have);
         unmap_room(b);
     } else {
-        long page = sysconf(_SC_PAGESIZE);
-        size_t ps = page > 0 ? (size_t)page : 4096;
-        if (want > (size_t)-1 - ps)
+        if ((d = (char *)omx_pages_alloc(&want)) == NULL) /* mmap, huge pages where allowed */
             return -1;
-        want = (want + ps - 1) / ps * ps;
-        d = (char *)mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (d == (char *)MAP_FAILED)
-            return -1;
-#ifdef MADV_HUGEPAGE
-        (void)madvise(d, want, MADV_HUGEPAGE); /* fewer page faults */
-#endif
         if (have > 0)
             memcpy(d, b->data, have);
         unmap_room(b);
@@ -167,8 +158,33 @@ static int room_grow(omx_rooms *rooms, omx_buf *b, size_t have, size_t want)
     return 0;
 }
 
+/* The response's Content-Length when it is known, else 0: how much room
+ * its body may need. A length above max_response_bytes never gets here (the
+ * header reader refuses it, headers.c), but below a huge limit it may still
+ * lie: see trusted_room. */
+static size_t length_hint(transfer *t)
+{
+    const char *v;
+    size_t vl;
+    double cl;
+    if (omx_headers_get(t->head.data, t->head.len, "content-length", &v, &vl) != 1)
+        return 0;
+    cl = omx_headers_length(v, vl);
+    return cl > 0 && cl < (double)((size_t)-1 / 2) ? (size_t)cl : 0;
+}
+
+/* How much of a declared length HINT to reserve ahead of the data once
+ * HAVE bytes have arrived: all of it up to TRUSTED_ROOM, else at most 8
+ * times what came, so a lying header costs nothing until the data does. */
+static size_t trusted_room(size_t hint, size_t have)
+{
+    size_t limit = have > TRUSTED_ROOM / 8 ? (have > (size_t)-1 / 8 ? (size_t)-1 : have * 8) : TRUSTED_ROOM;
+    return hint < limit ? hint : limit;
+}
+
 /* Room for image INDEX: the Content-Length still to come tells how big it
- * can be, so the first room is usually the last. */
+ * can be (as far as trusted_room trusts it), so for an image of up to about
+ * 6 MiB the first room is usually the last; bigger ones grow by doubling. */
 static unsigned char *sink_room(void *ud, size_t index, size_t have, size_t need)
 {
     scan_sink *k = (scan_sink *)ud;
@@ -177,7 +193,7 @@ static unsigned char *sink_room(void *ud, size_t index, size_t have, size_t need
     if (b->cap < need) {
         size_t want = need, guess = 0;
         if (k->hint > k->fed)
-            guess = (k->hint - k->fed) / 4 * 3 + 8; /* all that is still to come */
+            guess = trusted_room(k->hint - k->fed, k->fed) / 4 * 3 + 8; /* all that is still to come */
         if (k->nimgs > 0 && guess > 0) {
             /* a later image: likely the size of the one before */
             size_t prev = k->imgs[k->nimgs - 1].len;
@@ -233,43 +249,19 @@ void omx_scan_free(transfer *t)
     t->scan = NULL;
 }
 
-/* The response's Content-Length when it is known and within
- * max_response_bytes, else 0: how much room its body may need. */
-static size_t length_hint(transfer *t)
-{
-    curl_off_t cl = -1;
-    if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK
-        && cl > 0 && (!t->max_response || (size_t)cl <= t->max_response))
-        return (size_t)cl;
-    return 0;
-}
-
-/* Does S begin with PREFIX (ASCII, any case)? */
-static int has_prefix_ci(const char *s, const char *prefix)
-{
-    for (; *prefix; s++, prefix++) {
-        int a = (unsigned char)*s, b = (unsigned char)*prefix;
-        if (a >= 'A' && a <= 'Z') a += 'a' - 'A';
-        if (a != b)
-            return 0;
-    }
-    return 1;
-}
-
 /* At the first body byte: scan this body? Only a 2xx that is neither an
  * event stream nor an image. 0, or -1 when out of memory. */
 static int scan_decide(transfer *t)
 {
-    long status = 0;
-    char *ctype = NULL;
+    int status = omx_headers_status(t->head.data, t->head.len);
+    const char *ctype;
+    size_t cl;
     scan_sink *k;
     t->scan_mode = SCAN_NOT;
-    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ctype);
     if (status < 200 || status > 299)
         return 0;
-    if (ctype != NULL && (has_prefix_ci(ctype, "text/event-stream")
-                          || has_prefix_ci(ctype, "image/")))
+    if (omx_headers_get(t->head.data, t->head.len, "content-type", &ctype, &cl) != 0
+        && (omx_media_is(ctype, cl, "text/event-stream") || omx_media_is(ctype, cl, "image/")))
         return 0;
     if ((k = (scan_sink *)calloc(1, sizeof *k)) == NULL)
         return -1;
@@ -317,10 +309,12 @@ size_t omx_on_write(char *p, size_t size, size_t n, void *ud)
         return len;
     }
     if (b->cap == 0) {
-        /* Pre-size from Content-Length, within the limit. */
-        size_t cl = length_hint(t);
-        if (cl > 0)
-            (void)omx_buf_reserve(b, cl);
+        /* Pre-size from Content-Length, as far as it is trusted. */
+        size_t cl = trusted_room(length_hint(t), len);
+        if (cl > len && omx_buf_reserve_exact(b, cl) != 0) {
+            t->abort = AB_NOMEM;
+            return 0;
+        }
     }
     if (omx_buf_append(b, p, len) != 0) {
         t->abort = AB_NOMEM;

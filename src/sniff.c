@@ -30,6 +30,14 @@ static int found(omx_image_info *info, const char *mime, const char *format)
     info->mime = mime;
     info->format = format;
     info->width = info->height = 0;
+    info->cut = 0;
+    return 1;
+}
+
+/* The data ended before the size: nothing is known of it. */
+static int cut(omx_image_info *info)
+{
+    info->cut = 1;
     return 1;
 }
 
@@ -47,7 +55,9 @@ static void set_size(omx_image_info *info, uint32_t w, uint32_t h)
 static int sniff_png(const unsigned char *p, size_t n, omx_image_info *info)
 {
     found(info, "image/png", "png");
-    if (n >= 24 && be32(p + 8) == 13 && memcmp(p + 12, "IHDR", 4) == 0) {
+    if (n < 24)
+        return cut(info);
+    if (be32(p + 8) == 13 && memcmp(p + 12, "IHDR", 4) == 0) {
         uint32_t w = be32(p + 16), h = be32(p + 20);
         if (w <= 0x7FFFFFFFu && h <= 0x7FFFFFFFu)
             set_size(info, w, h);
@@ -72,30 +82,35 @@ static int sniff_jpeg(const unsigned char *p, size_t n, omx_image_info *info)
     for (;;) {
         unsigned m;
         size_t len;
-        if (i >= n || p[i] != 0xFF)
+        if (i >= n)
+            return cut(info);
+        if (p[i] != 0xFF)
             return 1;
         while (i < n && p[i] == 0xFF)
             i++;
         if (i >= n)
-            return 1;
+            return cut(info);
         m = p[i++];
         if (m == 0x01 || m == 0xD8 || (m >= 0xD0 && m <= 0xD7))
             continue;
         if (m == 0x00 || m == 0xD9 || m == 0xDA)
             return 1;
         if (n - i < 2)
-            return 1;
+            return cut(info);
         len = be16(p + i);
         if (len < 2)
             return 1;
         if (jpeg_is_sof(m)) {
             /* length, sample precision, height, width */
-            if (len >= 7 && n - i >= 7)
-                set_size(info, be16(p + i + 5), be16(p + i + 3));
+            if (len < 7)
+                return 1;
+            if (n - i < 7)
+                return cut(info);
+            set_size(info, be16(p + i + 5), be16(p + i + 3));
             return 1;
         }
         if (len > n - i)
-            return 1;
+            return cut(info);
         i += len;
     }
 }
@@ -104,8 +119,9 @@ static int sniff_jpeg(const unsigned char *p, size_t n, omx_image_info *info)
 static int sniff_gif(const unsigned char *p, size_t n, omx_image_info *info)
 {
     found(info, "image/gif", "gif");
-    if (n >= 10)
-        set_size(info, le16(p + 6), le16(p + 8));
+    if (n < 10)
+        return cut(info);
+    set_size(info, le16(p + 6), le16(p + 8));
     return 1;
 }
 
@@ -114,21 +130,26 @@ static int sniff_webp(const unsigned char *p, size_t n, omx_image_info *info)
 {
     found(info, "image/webp", "webp");
     if (n < 16)
-        return 1;
+        return cut(info);
     if (memcmp(p + 12, "VP8 ", 4) == 0) {
         /* lossy: 3-byte frame tag, start code 9D 01 2A, 14-bit sizes */
-        if (n >= 30 && p[23] == 0x9D && p[24] == 0x01 && p[25] == 0x2A)
+        if (n < 30)
+            return cut(info);
+        if (p[23] == 0x9D && p[24] == 0x01 && p[25] == 0x2A)
             set_size(info, le16(p + 26) & 0x3FFF, le16(p + 28) & 0x3FFF);
     } else if (memcmp(p + 12, "VP8L", 4) == 0) {
         /* lossless: signature 0x2F, then 14 bits each of width-1, height-1 */
-        if (n >= 25 && p[20] == 0x2F) {
+        if (n < 25)
+            return cut(info);
+        if (p[20] == 0x2F) {
             uint32_t bits = le32(p + 21);
             set_size(info, (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1);
         }
     } else if (memcmp(p + 12, "VP8X", 4) == 0) {
         /* extended: flags, 3 reserved bytes, 24 bits each of canvas-1 */
-        if (n >= 30)
-            set_size(info, le24(p + 24) + 1, le24(p + 27) + 1);
+        if (n < 30)
+            return cut(info);
+        set_size(info, le24(p + 24) + 1, le24(p + 27) + 1);
     }
     return 1;
 }
@@ -203,13 +224,16 @@ int omx_sniff(const void *data, size_t n, omx_image_info *info)
     return 0;
 }
 
-/* core.sniff(bytes) -> { mime=, format=, width=, height= } | nil */
+/* core.sniff(bytes [, prefix]) -> { mime=, format=, width=, height= } | nil:
+ * nil when the header is cut before the size, unless PREFIX says the bytes
+ * are only the first of an image (then mime and format without a size). */
 static int l_sniff(lua_State *L)
 {
     size_t n;
     const char *p = omx_checkbytes(L, 1, &n);
+    int prefix = lua_toboolean(L, 2);
     omx_image_info info;
-    if (!omx_sniff(p, n, &info)) {
+    if (!omx_sniff(p, n, &info) || (info.cut && !prefix)) {
         lua_pushnil(L);
         return 1;
     }

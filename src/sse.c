@@ -50,6 +50,8 @@ struct omx_sse_parser {
     int bom;                /* BOM bytes matched; -1 once past the start */
     int after_cr;           /* the last chunk ended with CR */
     int error;              /* sticky OMX_SSE_* */
+    int feeding;            /* inside omx_sse_feed (still set: it was left
+                             * by a longjmp) */
     int finished;
     size_t comments;
 };
@@ -105,6 +107,7 @@ const char *omx_sse_strerror(int code)
     case OMX_SSE_ENOMEM: return "not enough memory";
     case OMX_SSE_ESTOPPED: return "stopped by the event callback";
     case OMX_SSE_EFINISHED: return "the stream has already finished";
+    case OMX_SSE_EABANDONED: return "an error was raised in an earlier feed";
     default: return "unknown error";
     }
 }
@@ -296,17 +299,11 @@ static int end_line(omx_sse_parser *p, omx_sse_event_fn fn, void *ud)
     return rc;
 }
 
-int omx_sse_feed(omx_sse_parser *p, const char *chunk, size_t n,
-                 omx_sse_event_fn fn, void *ud)
+static int feed(omx_sse_parser *p, const char *chunk, size_t n,
+                omx_sse_event_fn fn, void *ud)
 {
     const char *s = chunk, *e = chunk + n, *lf = NULL, *cr = NULL;
     int rc;
-    if (p->error)
-        return p->error;
-    if (p->finished)
-        return OMX_SSE_EFINISHED;
-    if (n == 0)
-        return OMX_SSE_OK;
     if (p->after_cr) {
         p->after_cr = 0;
         if (*s == '\n')
@@ -347,6 +344,24 @@ int omx_sse_feed(omx_sse_parser *p, const char *chunk, size_t n,
         s = q + 1;
     }
     return OMX_SSE_OK;
+}
+
+int omx_sse_feed(omx_sse_parser *p, const char *chunk, size_t n,
+                 omx_sse_event_fn fn, void *ud)
+{
+    int rc;
+    if (p->feeding)
+        p->error = OMX_SSE_EABANDONED;
+    if (p->error)
+        return p->error;
+    if (p->finished)
+        return OMX_SSE_EFINISHED;
+    if (n == 0)
+        return OMX_SSE_OK;
+    p->feeding = 1;
+    rc = feed(p, chunk, n, fn, ud);
+    p->feeding = 0;
+    return rc;
 }
 
 int omx_sse_finish(omx_sse_parser *p)
@@ -520,7 +535,10 @@ static int feed_event(void *ud, const omx_sse_event *ev)
     return 0;
 }
 
-/* parser:feed(chunk) -> events | nil, message, "too_large" */
+/* parser:feed(chunk) -> events | nil, message, "too_large", events: the
+ * events the chunk completed before the one over the limit (the parser
+ * then answers the same to every feed). After an error raised in a feed
+ * (out of memory), every later feed raises until parser:reset(). */
 static int parser_feed(lua_State *L)
 {
     sse_ud *u = check_parser(L);
@@ -549,9 +567,12 @@ static int parser_feed(lua_State *L)
             lua_pushstring(L, msg);
         }
         lua_pushliteral(L, "too_large");
-        return 3;
+        lua_pushvalue(L, c.events);
+        return 4;
     case OMX_SSE_EFINISHED:
         return luaL_error(L, OMX_SSE_PARSER ": feed after finish");
+    case OMX_SSE_EABANDONED:
+        return luaL_error(L, OMX_SSE_PARSER ": %s; reset it", omx_sse_strerror(rc));
     default:
         return luaL_error(L, "%s", omx_sse_strerror(rc));
     }
@@ -568,6 +589,22 @@ static int parser_finish(lua_State *L)
     lua_newtable(L);
     lua_pushboolean(L, cut);
     return 2;
+}
+
+/* parser:reset() -> the parser, as new (same options): the way back from
+ * an error */
+static int parser_reset(lua_State *L)
+{
+    sse_ud *u = check_parser(L);
+    omx_sse_parser *p = omx_sse_new(u->max);
+    if (p == NULL)
+        return luaL_error(L, "not enough memory");
+    omx_sse_free(u->p);
+    u->p = p;
+    omx_buf_free(&u->scratch);
+    omx_buf_free(&u->rest);
+    lua_settop(L, 1);
+    return 1;
 }
 
 static int parser_heartbeats(lua_State *L)
@@ -601,6 +638,7 @@ void omx_sse_open(lua_State *L)
         {"finish", parser_finish},
         {"heartbeats", parser_heartbeats},
         {"retry", parser_retry},
+        {"reset", parser_reset},
         {"close", parser_close},
         {"__gc", parser_close},
         {"__close", parser_close},

@@ -37,8 +37,11 @@ typedef struct omx_sse_event {
 
 /* Called for each event; return 0 to go on, nonzero to stop the parser
  * (omx_sse_feed then returns OMX_SSE_ESTOPPED, now and after). The callback
- * may also longjmp (raise a Lua error): the parser holds nothing on the C
- * stack, but it should then only be freed. */
+ * may also longjmp (raise a Lua error) out of omx_sse_feed: the parser holds
+ * nothing on the C stack, and notices at the next call that the last one
+ * never returned: from then on omx_sse_feed returns OMX_SSE_EABANDONED (the
+ * event being delivered was never cleared, so going on would merge it into
+ * the next). Freeing it is always fine. */
 typedef int (*omx_sse_event_fn)(void *ud, const omx_sse_event *ev);
 
 enum {
@@ -46,7 +49,8 @@ enum {
     OMX_SSE_ETOOBIG,    /* one event would hold more than max_bytes */
     OMX_SSE_ENOMEM,     /* out of memory */
     OMX_SSE_ESTOPPED,   /* the callback asked to stop */
-    OMX_SSE_EFINISHED   /* fed after omx_sse_finish */
+    OMX_SSE_EFINISHED,  /* fed after omx_sse_finish */
+    OMX_SSE_EABANDONED  /* an earlier omx_sse_feed was left by a longjmp */
 };
 
 /* A parser holding at most MAX_BYTES bytes of one event (data, event name
@@ -67,7 +71,8 @@ int omx_sse_feed(omx_sse_parser *p, const char *chunk, size_t n,
 /* The end of the stream: discards what is pending and frees the buffers.
  * Returns 1 when that was part of an event (a data line seen since the last
  * blank line, or a cut line other than a comment), else 0. Later feeds
- * return OMX_SSE_EFINISHED; calling it again returns 0. */
+ * return the sticky error if there was one, else OMX_SSE_EFINISHED; calling
+ * it again returns 0. */
 int omx_sse_finish(omx_sse_parser *p);
 
 /* Comment lines (heartbeats) seen so far. */

@@ -10,9 +10,14 @@
  *                                    (30) seconds without use (sink.c)
  *   multi:add(req) -> transfer       starts a transfer at once
  *   multi:poll(timeout) -> { transfer, ... }   waits up to TIMEOUT seconds
- *                                    (0: not at all) for activity, drives
- *                                    every transfer, returns the finished ones
- *   multi:fd() -> integer            readable when poll has work to do
+ *                                    (0: not at all; NaN raises; a wait past
+ *                                    ~23 days returns early) for activity,
+ *                                    drives every transfer, returns the
+ *                                    finished ones
+ *   multi:fd() -> integer            readable when poll has work to do; nil,
+ *                                    reason on a backend without one (portable)
+ *   multi:poll_interval() -> seconds how long a caller polling from a timer
+ *                                    may wait between polls
  *   multi:wake_at(t | nil)           also make fd readable at monotonic time T
  *   multi:running() -> integer
  *   multi:kept() -> bytes            of image rooms kept (0 once closed)
@@ -24,15 +29,24 @@
  *   transfer:progress() -> phase, sent, send_total, received, receive_total
  *   transfer:head() -> status, headers     once the header block is complete
  *   transfer:take() -> bytes               the body received since the last
- *                                    take (for streams read as they arrive)
+ *                                    take (for streams read as they arrive;
+ *                                    a scanned body keeps only its excerpt,
+ *                                    and the event-stream test that rules
+ *                                    scanning out is the header reader's,
+ *                                    the same one head() reports through)
  *   core.now(), core.sleep(s), core.curl_version()
+ *   core.event_backend               "epoll", "kqueue" or "portable" (event.h)
  *
  * req = { url =, method = "GET"|"POST", headers = { "Name: value", ... },
  *         body = string|buffer|nil, timeout =, connect_timeout =, idle_timeout =
  *         (seconds), ca_file =, ca_path =, insecure =, proxy =, user_agent =,
- *         max_response_bytes =, scan_images = bool, progress =
- *         function(phase, sent, send_total, received, receive_total) -> false
- *         cancels }
+ *         max_response_bytes = (0 or absent: no limit), scan_images = bool,
+ *         progress = function(phase, sent, send_total, received,
+ *         receive_total) -> false cancels }
+ *       A number outside its range (NaN, negative, absurd: easy.c) raises.
+ *       A response refused at its header block (headers.c): conflicting
+ *       Content-Type on a 2xx or conflicting Content-Length is kind
+ *       "protocol", a Content-Length above max_response_bytes "too_large".
  * res = { status =, headers = { [lower-case name] = value }, body = buffer,
  *         received_bytes =, sent = bool, received = bool }
  *       With scan_images, a 2xx body that is neither an event stream nor an
@@ -51,12 +65,15 @@
  * event loop (vim.uv, cqueues, select) can wait on multi:fd() alone.
  *
  * Lua runs inside curl only through lua_pcall of a trampoline that poll()
- * pushed beforehand; nothing that can raise is called from a curl callback,
- * and everything curl borrows (the body string, the header list) stays
- * anchored in the registry until the transfer is finished.
+ * pushed beforehand; nothing that can raise is called from a curl callback.
+ * What curl borrows stays alive until the transfer is finished: the body
+ * string or buffer by its own registry reference (body_ref), the header
+ * list and the error buffer as memory the transfer owns. A multi belongs to
+ * the process that made it (see forked).
  *
  * The parts: easy.c (a request's easy handle), sink.c (response bodies),
- * headers.c (the header reader), event_epoll.c (the OS event loop). */
+ * headers.c (the header reader), event.h and one event_<backend>.c (the OS
+ * event loop), platform.h (clock, pages). */
 #include <errno.h>
 #include <string.h>
 
@@ -70,8 +87,10 @@
 
 #define OMX_MULTI "omixa.multi"
 #define OMX_TRANSFER "omixa.transfer"
+#define BUILD_RESULT "omixa.transfer.build_result" /* registry key */
 
 #define NO_TIME OMX_NO_TIME
+#define MAX_TIME 1e12 /* seconds: any time or wait above is a mistake or "never" */
 
 static void unref(lua_State *L, int *ref)
 {
@@ -112,9 +131,8 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sockp)
 {
     multi *m = (multi *)ud;
     (void)e; (void)sockp;
-    omx_events_watch(&m->ev, (int)s, what == CURL_POLL_REMOVE ? 0
-                     : (what & CURL_POLL_IN ? OMX_EV_IN : 0) | (what & CURL_POLL_OUT ? OMX_EV_OUT : 0));
-    return 0;
+    return omx_events_watch(&m->ev, s, what == CURL_POLL_REMOVE ? 0
+                            : (what & CURL_POLL_IN ? OMX_EV_IN : 0) | (what & CURL_POLL_OUT ? OMX_EV_OUT : 0));
 }
 
 static int on_timer(CURLM *cm, long timeout_ms, void *ud)
@@ -136,6 +154,7 @@ static const char *kind_of(CURLcode rc, enum abort_reason ab, int headers_done)
     case AB_CANCEL: case AB_CLOSED: return "cancelled";
     case AB_TOO_LARGE: return "too_large";
     case AB_IDLE: return "timeout";
+    case AB_PROTOCOL: return "protocol";
     case AB_NOMEM: return "network";
     case AB_CALLBACK_ERROR: return "callback_error";
     default: break;
@@ -166,6 +185,8 @@ static const char *kind_of(CURLcode rc, enum abort_reason ab, int headers_done)
 
 static const char *message_of(transfer *t, CURLcode rc)
 {
+    if (t->abort_why != NULL)
+        return t->abort_why;
     switch (t->abort) {
     case AB_CANCEL: return "cancelled";
     case AB_CLOSED: return "the client was closed";
@@ -230,46 +251,76 @@ static void release_easy(multi *m, transfer *t)
     t->headers = NULL;
 }
 
-/* Finish T with curl's code RC: build its result in the registry, release
- * curl's resources and the references that kept the request alive. Runs
- * outside curl callbacks (from poll, cancel, close). */
-static void finish(lua_State *L, multi *m, transfer *t, CURLcode rc)
+typedef struct finish_args {
+    transfer *t;
+    CURLcode rc;
+    long status;
+    int sent;
+} finish_args;
+
+/* (finish_args) -> nothing: T's result table, into its slot. Runs under
+ * lua_pcall: running out of memory here loses the result, never the
+ * finish. */
+static int build_result(lua_State *L)
 {
-    long status = 0;
-    int sent = 0;
-    if (t->finished)
-        return;
-    if (t->easy) {
-        curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
-        sent = omx_request_sent(t, rc);
-    }
-    list_remove(m, t);
+    finish_args *a = (finish_args *)lua_touserdata(L, 1);
+    transfer *t = a->t;
     lua_newtable(L);
-    if (t->scan != NULL && rc == CURLE_OK && t->abort == AB_NONE)
+    if (t->scan != NULL && a->rc == CURLE_OK && t->abort == AB_NONE)
         omx_scan_result(L, t);
     omx_scan_free(t);
     set_int(L, "received_bytes", (lua_Integer)t->rx_total);
-    if (status > 0)
-        set_int(L, "status", status);
-    set_bool(L, "sent", sent);
+    if (a->status > 0)
+        set_int(L, "status", a->status);
+    set_bool(L, "sent", a->sent);
     set_bool(L, "received", t->got_headers);
     omx_push_headers(L, &t->head);
     lua_setfield(L, -2, "headers");
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->buf_ref);
     lua_setfield(L, -2, "body");
-    if (rc != CURLE_OK || t->abort != AB_NONE) {
-        lua_pushstring(L, kind_of(rc, t->abort, t->headers_done));
+    if (a->rc != CURLE_OK || t->abort != AB_NONE) {
+        lua_pushstring(L, kind_of(a->rc, t->abort, t->headers_done));
         lua_setfield(L, -2, "kind");
-        lua_pushstring(L, message_of(t, rc));
+        lua_pushstring(L, message_of(t, a->rc));
         lua_setfield(L, -2, "message");
-        set_int(L, "curl_code", (lua_Integer)rc);
+        set_int(L, "curl_code", (lua_Integer)a->rc);
         if (t->abort == AB_CALLBACK_ERROR) {
             lua_rawgeti(L, LUA_REGISTRYINDEX, t->err_ref);
             lua_setfield(L, -2, "error");
         }
         set_bool(L, "failed", 1);
     }
-    t->res_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_rawseti(L, LUA_REGISTRYINDEX, t->res_ref); /* an existing key: no allocation */
+    return 0;
+}
+
+/* Finish T with curl's code RC: build its result in the registry, release
+ * curl's resources and the references that kept the request alive. Runs
+ * outside curl callbacks (from poll, cancel, close) and never raises: what
+ * it calls that may allocate runs under lua_pcall, reached without an
+ * allocation (build_result is kept in the registry, res_ref exists since
+ * add), so a transfer never stays half-finished. */
+static void finish(lua_State *L, multi *m, transfer *t, CURLcode rc)
+{
+    finish_args a;
+    if (t->finished)
+        return;
+    a.t = t;
+    a.rc = rc;
+    a.status = 0;
+    a.sent = 0;
+    if (t->easy) {
+        curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &a.status);
+        a.sent = omx_request_sent(t, rc);
+    }
+    list_remove(m, t);
+    lua_getfield(L, LUA_REGISTRYINDEX, BUILD_RESULT);
+    lua_pushlightuserdata(L, &a);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        lua_pop(L, 1);
+        t->result_lost = 1;
+    }
+    omx_scan_free(t);
     t->finished = 1;
     release_easy(m, t);
     omx_buf_free(&t->head);
@@ -277,6 +328,7 @@ static void finish(lua_State *L, multi *m, transfer *t, CURLcode rc)
     unref(L, &t->fn_ref);
     unref(L, &t->err_ref);
     unref(L, &t->buf_ref);
+    unref(L, &t->body_ref);
     t->body = NULL;
     unref(L, &t->self_ref);
     t->m = NULL;
@@ -284,11 +336,28 @@ static void finish(lua_State *L, multi *m, transfer *t, CURLcode rc)
 
 /* ---- multi methods ---- */
 
+/* A multi belongs to the process that made it: after fork() the child
+ * shares its sockets, its epoll set and its TLS sessions with the parent,
+ * so the child's copy refuses every call, and closing or collecting it
+ * there touches none of them (multi_free). */
+static int forked(const multi *m)
+{
+    return m->pid != omx_pid();
+}
+
+static void refuse_fork(lua_State *L, const multi *m)
+{
+    if (forked(m))
+        luaL_error(L, "omixa: this client belongs to process %d, not to this one (a fork): make a new client here",
+                   (int)m->pid);
+}
+
 static multi *check_multi(lua_State *L, int idx)
 {
     multi *m = (multi *)luaL_checkudata(L, idx, OMX_MULTI);
     if (m->cm == NULL)
         luaL_error(L, "omixa: the transport is closed");
+    refuse_fork(L, m);
     return m;
 }
 
@@ -297,6 +366,23 @@ static CURL *take_easy(multi *m)
     if (m->npool > 0)
         return m->pool[--m->npool];
     return curl_easy_init();
+}
+
+/* (multi, transfer, request) -> nothing: omx_setup under lua_pcall. */
+static int setup_protected(lua_State *L)
+{
+    omx_setup(L, (multi *)lua_touserdata(L, 1), (transfer *)lua_touserdata(L, 2), 3);
+    return 0;
+}
+
+/* The easy handle of a transfer that never started, freed. */
+static void drop_easy(transfer *t)
+{
+    if (t->easy != NULL)
+        curl_easy_cleanup(t->easy);
+    t->easy = NULL;
+    curl_slist_free_all(t->headers);
+    t->headers = NULL;
 }
 
 static int multi_add(lua_State *L)
@@ -310,6 +396,7 @@ static int multi_add(lua_State *L)
     t = (transfer *)lua_newuserdata(L, sizeof *t);  /* 3 */
     memset(t, 0, sizeof *t);
     t->req_ref = t->buf_ref = t->fn_ref = t->err_ref = t->res_ref = t->self_ref = LUA_NOREF;
+    t->body_ref = LUA_NOREF;
     omx_buf_init(&t->head);
     luaL_getmetatable(L, OMX_TRANSFER);
     lua_setmetatable(L, 3);
@@ -317,7 +404,17 @@ static int multi_add(lua_State *L)
     if (t->easy == NULL)
         return luaL_error(L, "omixa: curl_easy_init failed");
 
-    omx_setup(L, m, t, 2);
+    /* Protected: a raise in setup gives the easy handle up at once, while
+     * the share it was attached to still exists (else the share, still in
+     * use, could not be freed). */
+    lua_pushcfunction(L, setup_protected);
+    lua_pushlightuserdata(L, m);
+    lua_pushvalue(L, 3);
+    lua_pushvalue(L, 2);
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+        drop_easy(t);
+        return lua_error(L);
+    }
 
     t->body = omx_buffer_push(L);                   /* 4 */
     t->buf_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -330,12 +427,15 @@ static int multi_add(lua_State *L)
         lua_pop(L, 1);
     lua_pushboolean(L, 0);
     t->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushboolean(L, 0);
+    t->res_ref = luaL_ref(L, LUA_REGISTRYINDEX);    /* the slot finish fills */
     lua_pushvalue(L, 3);
     t->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);   /* running: kept alive */
 
     t->last_rx_time = omx_now();
     if (curl_multi_add_handle(m->cm, t->easy) != CURLM_OK) {
         unref(L, &t->self_ref);
+        drop_easy(t);
         return luaL_error(L, "omixa: curl_multi_add_handle failed");
     }
     t->m = m;
@@ -355,9 +455,9 @@ static void socket_action(multi *m, curl_socket_t s, int flags)
 }
 
 /* An omx_ready_fn: socket FD is ready for WHAT. */
-static void on_ready(void *ud, int fd, int what)
+static void on_ready(void *ud, curl_socket_t fd, int what)
 {
-    socket_action((multi *)ud, (curl_socket_t)fd,
+    socket_action((multi *)ud, fd,
                   (what & OMX_EV_IN ? CURL_CSELECT_IN : 0) |
                   (what & OMX_EV_OUT ? CURL_CSELECT_OUT : 0) |
                   (what & OMX_EV_ERR ? CURL_CSELECT_ERR : 0));
@@ -374,15 +474,18 @@ static int multi_poll(lua_State *L)
 
     if (m->L != NULL)
         return luaL_error(L, "omixa: poll called from inside a callback of the same client");
+    luaL_argcheck(L, timeout == timeout, 2, "timeout is NaN");
     lua_settop(L, 2);
     luaL_checkstack(L, 24, "omixa: no stack space");
-    lua_newtable(L);                               /* 3: finished list */
+    lua_createtable(L, m->nrunning, 0);            /* 3: finished list (room for all: filling it allocates nothing) */
     lua_pushcfunction(L, omx_progress_trampoline);     /* 4 */
 
     now = omx_now();
     until = min_time(next_deadline(m), now + (timeout > 0 ? timeout : 0));
     wait = until - now;
-    wait_ms = wait <= 0 ? 0 : (int)(wait * 1000.0 + 0.999);
+    /* a longer wait is cut to about 23 days (an int of milliseconds):
+     * poll may return before its timeout, never after */
+    wait_ms = wait <= 0 ? 0 : wait >= 2e6 ? 2000000000 : (int)(wait * 1000.0 + 0.999);
     m->L = L;
     m->trampoline = 4;
     omx_events_wait(&m->ev, wait_ms, on_ready, m);
@@ -429,7 +532,33 @@ static int multi_poll(lua_State *L)
 static int multi_fd(lua_State *L)
 {
     multi *m = check_multi(L, 1);
-    lua_pushinteger(L, omx_events_fd(&m->ev));
+    const char *why = NULL;
+    int fd = omx_events_fd(&m->ev, &why);
+    if (fd < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, why ? why : "omixa: this client has no event descriptor");
+        return 2;
+    }
+    lua_pushinteger(L, fd);
+    return 1;
+}
+
+/* poll_interval() -> seconds. Without fd(), sockets can only be seen by
+ * polling: while transfers run, every POLL_BUSY seconds (sooner when a
+ * deadline is due); with none running, the next deadline (a queued job's
+ * wake time) or POLL_IDLE. */
+#define POLL_BUSY 0.01
+#define POLL_IDLE 0.25
+static int multi_poll_interval(lua_State *L)
+{
+    multi *m = check_multi(L, 1);
+    double d = next_deadline(m), t = m->nrunning > 0 ? POLL_BUSY : POLL_IDLE;
+    if (d != NO_TIME) {
+        double left = d - omx_now();
+        if (left < t)
+            t = left > 0 ? left : 0;
+    }
+    lua_pushnumber(L, (lua_Number)t);
     return 1;
 }
 
@@ -437,6 +566,9 @@ static int multi_wake_at(lua_State *L)
 {
     multi *m = check_multi(L, 1);
     m->wake_at = lua_isnoneornil(L, 2) ? NO_TIME : (double)luaL_checknumber(L, 2);
+    luaL_argcheck(L, m->wake_at == m->wake_at, 2, "time is NaN");
+    if (m->wake_at > MAX_TIME)
+        m->wake_at = NO_TIME; /* never, for this clock */
     if (m->wake_at != NO_TIME && m->wake_at <= 0)
         m->wake_at = 1e-9;
     arm_timer(m);
@@ -458,9 +590,41 @@ static int multi_running(lua_State *L)
     return 1;
 }
 
+/* In a fork's child: let go of every transfer and curl handle without a
+ * call into curl. curl_multi_cleanup would close the connections the
+ * parent still uses (a TLS close_notify, an HTTP/2 GOAWAY written on the
+ * shared socket) and remove their sockets from the epoll set, which the
+ * child shares with the parent. The handles' memory stays with the child
+ * (it is not ours to free without curl); its own descriptors are closed. */
+static void multi_abandon(lua_State *L, multi *m)
+{
+    while (m->head) {
+        transfer *t = m->head;
+        list_remove(m, t);
+        t->easy = NULL;
+        curl_slist_free_all(t->headers);
+        t->headers = NULL;
+        t->finished = 1;
+        t->m = NULL;
+        unref(L, &t->req_ref);
+        unref(L, &t->fn_ref);
+        unref(L, &t->body_ref);
+        unref(L, &t->self_ref);
+    }
+    m->npool = 0;
+    m->cm = NULL;
+    m->share = NULL;
+    omx_events_close(&m->ev);
+    omx_rooms_free(&m->rooms);
+}
+
 static void multi_free(lua_State *L, multi *m)
 {
     int i;
+    if (forked(m)) {
+        multi_abandon(L, m);
+        return;
+    }
     while (m->head) {
         transfer *t = m->head;
         t->abort = AB_CLOSED;
@@ -470,7 +634,9 @@ static void multi_free(lua_State *L, multi *m)
         curl_easy_cleanup(m->pool[i]);
     m->npool = 0;
     if (m->cm) curl_multi_cleanup(m->cm);
-    if (m->share) curl_share_cleanup(m->share);
+    /* Every easy handle let go of the share above (finish, the pool, and
+     * drop_easy when setup raised): in use, it would only leak. */
+    if (m->share) (void)curl_share_cleanup(m->share);
     omx_events_close(&m->ev);
     omx_rooms_free(&m->rooms);
     m->cm = NULL;
@@ -530,21 +696,23 @@ static int multi_new(lua_State *L)
     m = (multi *)lua_newuserdata(L, sizeof *m);
     memset(m, 0, sizeof *m);
     omx_rooms_init(&m->rooms, keep, idle);
-    m->ev.epfd = m->ev.tfd = -1;
+    m->pid = omx_pid();
+    omx_events_init(&m->ev);                        /* closable from here on */
     luaL_getmetatable(L, OMX_MULTI);
     lua_setmetatable(L, -2);                        /* __gc owns what follows */
-    if (omx_events_open(&m->ev) != 0)
-        return luaL_error(L, "omixa: cannot create the transport (%s)", strerror(errno));
     m->cm = curl_multi_init();
     m->share = curl_share_init();
     if (m->cm == NULL || m->share == NULL)
+        return luaL_error(L, "omixa: cannot create the transport (out of memory)");
+    if (omx_events_open(&m->ev, m->cm) != 0)       /* the portable backend borrows cm */
         return luaL_error(L, "omixa: cannot create the transport (%s)", strerror(errno));
-    curl_share_setopt(m->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-    curl_share_setopt(m->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-    curl_multi_setopt(m->cm, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(m->cm, CURLMOPT_SOCKETDATA, m);
-    curl_multi_setopt(m->cm, CURLMOPT_TIMERFUNCTION, on_timer);
-    curl_multi_setopt(m->cm, CURLMOPT_TIMERDATA, m);
+    if (curl_share_setopt(m->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK
+        || curl_share_setopt(m->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK
+        || curl_multi_setopt(m->cm, CURLMOPT_SOCKETFUNCTION, on_socket) != CURLM_OK
+        || curl_multi_setopt(m->cm, CURLMOPT_SOCKETDATA, m) != CURLM_OK
+        || curl_multi_setopt(m->cm, CURLMOPT_TIMERFUNCTION, on_timer) != CURLM_OK
+        || curl_multi_setopt(m->cm, CURLMOPT_TIMERDATA, m) != CURLM_OK)
+        return luaL_error(L, "omixa: cannot set up the transport (curl_share_setopt or curl_multi_setopt failed)");
     return 1;
 }
 
@@ -561,6 +729,15 @@ static int transfer_result(lua_State *L)
     transfer *t = check_transfer(L, 1);
     if (!t->finished)
         return luaL_error(L, "omixa: the transfer has not finished");
+    if (t->result_lost) {
+        lua_pushnil(L);
+        lua_newtable(L);
+        lua_pushliteral(L, "network");
+        lua_setfield(L, -2, "kind");
+        lua_pushliteral(L, "out of memory while finishing the transfer");
+        lua_setfield(L, -2, "message");
+        return 2;
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->res_ref);
     lua_getfield(L, -1, "failed");
     if (lua_toboolean(L, -1)) {
@@ -612,6 +789,7 @@ static int transfer_cancel(lua_State *L)
 {
     transfer *t = check_transfer(L, 1);
     if (!t->finished && t->m != NULL) {
+        refuse_fork(L, t->m);
         if (t->m->L != NULL)
             return luaL_error(L, "omixa: cannot cancel from inside a callback; return false from it instead");
         t->abort = AB_CANCEL;
@@ -637,6 +815,11 @@ static int transfer_gc(lua_State *L)
     transfer *t = check_transfer(L, 1);
     /* A running transfer is anchored by self_ref: only a finished or a
      * never-started one (setup raised) reaches here. */
+    if (t->easy != NULL && t->m != NULL && forked(t->m)) {
+        t->easy = NULL; /* a fork's child: see multi_abandon */
+        if (t->running)
+            list_remove(t->m, t);
+    }
     if (t->easy != NULL) {
         if (t->m != NULL && t->running) { /* at lua_close, before the multi's __gc */
             if (t->m->cm != NULL)
@@ -655,6 +838,8 @@ static int transfer_gc(lua_State *L)
     unref(L, &t->fn_ref);
     unref(L, &t->err_ref);
     unref(L, &t->buf_ref);
+    unref(L, &t->body_ref);
+    unref(L, &t->self_ref);
     return 0;
 }
 
@@ -676,17 +861,24 @@ static int clock_now(lua_State *L)
 
 static int clock_sleep(lua_State *L)
 {
-    omx_sleep((double)luaL_checknumber(L, 1));
+    double s = (double)luaL_checknumber(L, 1);
+    luaL_argcheck(L, s == s && s <= MAX_TIME, 1, "seconds must be a number below 1e12");
+    omx_sleep(s);
     return 0;
 }
 
-/* The libcurl version number only: curl_version() would also initialise
- * LDAP and SASL just to name their versions (and leak doing so). */
+/* The libcurl version number and its TLS backend (e.g. "OpenSSL/3.0.13",
+ * nil when built without TLS): curl_version() would also initialise LDAP
+ * and SASL just to name their versions (and leak doing so). */
 static int curl_version_string(lua_State *L)
 {
     const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
     lua_pushstring(L, v && v->version ? v->version : "unknown");
-    return 1;
+    if (v && v->ssl_version)
+        lua_pushstring(L, v->ssl_version);
+    else
+        lua_pushnil(L);
+    return 2;
 }
 
 void omx_transport_open(lua_State *L)
@@ -695,6 +887,7 @@ void omx_transport_open(lua_State *L)
         {"add", multi_add},
         {"poll", multi_poll},
         {"fd", multi_fd},
+        {"poll_interval", multi_poll_interval},
         {"wake_at", multi_wake_at},
         {"running", multi_running},
         {"kept", multi_kept},
@@ -723,8 +916,12 @@ void omx_transport_open(lua_State *L)
         {NULL, NULL}
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    lua_pushcfunction(L, build_result);
+    lua_setfield(L, LUA_REGISTRYINDEX, BUILD_RESULT);
     omx_newclass(L, OMX_MULTI, multi_methods);
     omx_newclass(L, OMX_TRANSFER, transfer_methods);
     lua_pop(L, 2);
     omx_setfuncs(L, functions, 0);
+    lua_pushliteral(L, OMX_BACKEND_NAME);
+    lua_setfield(L, -2, "event_backend");
 }

@@ -23,7 +23,8 @@ enum phase { PH_NONE, PH_CONNECTING, PH_UPLOADING, PH_WAITING, PH_RECEIVING };
 extern const char *const omx_phase_names[];
 
 enum abort_reason {
-    AB_NONE, AB_CANCEL, AB_CALLBACK_ERROR, AB_TOO_LARGE, AB_IDLE, AB_NOMEM, AB_CLOSED
+    AB_NONE, AB_CANCEL, AB_CALLBACK_ERROR, AB_TOO_LARGE, AB_IDLE, AB_NOMEM, AB_CLOSED,
+    AB_PROTOCOL
 };
 
 typedef struct multi multi;
@@ -47,11 +48,13 @@ typedef struct transfer {
     struct curl_slist *headers;
     struct transfer *prev, *next; /* in m's running list */
     int running, finished;
+    int result_lost;            /* out of memory while finishing: result() says so */
 
-    /* Registry references: the request table (anchors the body string and
-     * the progress function), the response buffer, the progress function,
-     * a slot for a callback's error, the result. LUA_NOREF when unset. */
-    int req_ref, buf_ref, fn_ref, err_ref, res_ref, self_ref;
+    /* Registry references: the request table, the response buffer, the
+     * progress function,
+     * a slot for a callback's error, the result, itself while running, the
+     * request body curl reads. LUA_NOREF when unset. */
+    int req_ref, buf_ref, fn_ref, err_ref, res_ref, self_ref, body_ref;
     omx_buf *body;
     omx_buf head;               /* raw header block of the last response */
     size_t max_response, rx_total; /* rx_total: body bytes, taken or not */
@@ -63,6 +66,7 @@ typedef struct transfer {
     int got_headers, headers_done, phase;
     curl_off_t sent, send_total, received, receive_total;
     enum abort_reason abort;
+    const char *abort_why;      /* a static message for abort, or NULL */
     int scan_mode;              /* SCAN_* */
     scan_sink *scan;            /* SCAN_ON: owned */
     char errbuf[CURL_ERROR_SIZE];
@@ -80,6 +84,7 @@ struct multi {
     lua_State *L;               /* during poll only */
     int trampoline;             /* its stack index during poll */
     omx_rooms rooms;            /* image rooms kept for the next response */
+    long pid;                   /* the process that made it (see fork, transport.c) */
 };
 
 /* easy.c */

@@ -21,6 +21,7 @@
 
 local omixa = require "omixa"
 local omixa_fetch = require "omixa_fetch"
+local omixa_store = require "omixa_store" -- one budget for every worker (shared dict or Redis)
 
 local ngx = ngx
 local pairs, pcall, tostring, type, min, ceil = pairs, pcall, tostring, type, math.min, math.ceil
@@ -69,6 +70,9 @@ function M.handle()
   if not ok then return fail(400, tostring(req)) end -- misuse: the message names the field
   if not req then return fail(500, tostring(perr)) end -- config: no key, ...
 
+  local hold, herr, hkind = omixa_store.reserve(request.model or client.model, 1)
+  if not hold then return fail(hkind == "budget" and 402 or 503, herr) end -- nothing sent
+
   local images, info
   for attempt = 1, MAX_ATTEMPTS do
     images, info = exchange(req)
@@ -78,6 +82,12 @@ function M.handle()
     if wait > 10 then break end -- say so to our client instead
     ngx.sleep(wait) -- yields to other requests, never blocks the worker
   end
+  -- what the service billed: its billed_amount; 0 when it said it failed;
+  -- the estimate (nil) when that is unknown
+  local billed
+  if images then billed = omixa_store.micros(info.billed_amount or "")
+  elseif info and not info.maybe_billed then billed = 0 end
+  omixa_store.settle(hold, billed)
   if not images then
     ngx.log(ngx.WARN, tostring(info))
     local status = (info.status == 429 or info.status == 503) and info.status or 502

@@ -23,7 +23,7 @@
 --       request costs something, so an estimate of 0 (no catalog price)
 --       counts as one micro-dollar: once the budget is used up nothing more
 --       is allowed, and a limit of 0 allows nothing (a cache-only client).
---   b:hold(micros) -> hold | nil, message  like allows, and reserves the
+--   b:hold(micros [, ttl]) -> hold | nil, message [, "store"]  like allows, and reserves the
 --       estimate while the request is in flight (concurrent jobs cannot all
 --       pass the same check); then exactly one of
 --       hold:capture([amount])  the request succeeded: adds AMOUNT (the
@@ -32,7 +32,7 @@
 --                               valid amount (then also returns nil, message)
 --       hold:release()          the request failed: nothing was billed
 --   b:add(amount) -> true | nil, message   adds a billed amount to spent
---   b:spent() -> "0.072000";  b:limit() -> "1.000000";  b:held() -> "0.040000"
+--   b:spent() -> "0.072000" | nil, message (store unreachable);  b:limit() -> "1.000000";  b:held() -> "0.040000"
 
 local type, tostring, tonumber, setmetatable, error = type, tostring, tonumber, setmetatable, error
 local floor, fmod, huge = math.floor, math.fmod, math.huge
@@ -121,12 +121,6 @@ function budget.format(micros)
   return format("%.0f.%06.0f", (micros - frac) / MICRO, frac)
 end
 
--- a + b, saturating at MAX (both in 0..MAX, so MAX - a is exact).
-local function add(a, b)
-  if b > MAX - a then return budget.MAX end
-  return int(a + b)
-end
-
 local Budget = {}
 Budget.__index = Budget
 Budget.__name = "omixa.budget"
@@ -135,10 +129,12 @@ local Hold = {}
 Hold.__index = Hold
 Hold.__name = "omixa.budget.hold"
 
-function budget.new(limit)
+-- budget.new(limit [, store]): the ledger lives in STORE (omixa.store.*;
+-- default a fresh omixa.store.memory), this object only does the arithmetic.
+function budget.new(limit, store)
   local m, err = budget.parse(limit)
   if not m then error("omixa: max_spend: " .. err, 2) end
-  return setmetatable({ limit_ = m, spent_ = 0, held_ = 0 }, Budget)
+  return setmetatable({ limit_ = m, store = store or require("omixa.store.memory").new(), pending = {} }, Budget)
 end
 
 function Budget.estimate(_, model_spec, n) -- b:estimate(model_spec, n)
@@ -154,11 +150,7 @@ function Budget.estimate(_, model_spec, n) -- b:estimate(model_spec, n)
   return int(each * n), true
 end
 
-function Budget:allows(micros)
-  check_micros(micros, "allows", 2)
-  local used = add(self.spent_, self.held_)
-  local need = micros > 0 and micros or 1
-  if need <= self.limit_ - used then return true end
+local function refusal(self, micros, used)
   local limit, spent = budget.format(self.limit_), budget.format(used)
   if micros == 0 then
     return nil, format("max_spend %s USD is used up (%s USD spent or in flight) and this model has no catalog price",
@@ -168,50 +160,89 @@ function Budget:allows(micros)
     budget.format(micros), spent, limit)
 end
 
-function Budget:hold(micros)
-  check_micros(micros, "hold", 2)
-  local ok, err = self:allows(micros)
-  if not ok then return nil, err end
-  self.held_ = add(self.held_, micros)
-  return setmetatable({ budget = self, micros = micros }, Hold)
+-- Reserve MICROS in the store: a hold id | nil, message [, "store"]. Every
+-- real request costs something: an estimate of 0 must leave a micro-dollar.
+--
+-- Settles the store could not take (it was unreachable) are kept and sent
+-- first: until they are in, nothing more is reserved (fails closed), so
+-- spend billed while the store was away is never forgotten.
+local function flush(self)
+  local pending = self.pending
+  while pending[1] do
+    local ok, err = self.store:settle(pending[1][1], pending[1][2])
+    if not ok then return nil, err end
+    table.remove(pending, 1)
+  end
+  return true
 end
 
-local function settle(h)
+local function reserve(self, micros, ttl, unlimited)
+  local flushed, ferr = flush(self)
+  if not flushed then return nil, "the store cannot be reached: " .. tostring(ferr), "store" end
+  local limit = not unlimited and self.limit_ - (micros > 0 and 0 or 1) or nil
+  local id, used = self.store:reserve(micros, limit, ttl)
+  if id == nil then return nil, "the store cannot be reached: " .. tostring(used), "store" end
+  if id == false then return refusal(self, micros, used) end
+  return id
+end
+
+function Budget:allows(micros)
+  check_micros(micros, "allows", 2)
+  local id, err, kind = reserve(self, micros)
+  if not id then return nil, err, kind end
+  self.store:settle(id, 0)
+  return true
+end
+
+function Budget:hold(micros, ttl)
+  check_micros(micros, "hold", 2)
+  local id, err, kind = reserve(self, micros, ttl)
+  if not id then return nil, err, kind end
+  return setmetatable({ budget = self, id = id, micros = micros }, Hold)
+end
+
+local function settle(h, billed)
   if h.settled then return false end
   h.settled = true
   local b = h.budget
-  b.held_ = int(b.held_ - h.micros)
-  if b.held_ < 0 then b.held_ = 0 end
+  if not b.store:settle(h.id, billed) then b.pending[#b.pending + 1] = { h.id, billed } end
   return true
 end
 
 function Hold:capture(amount)
-  if not settle(self) then return true end
+  if self.settled then return true end
   local m, err = self.micros, nil
   if amount ~= nil then
     local parsed
     parsed, err = budget.parse(amount)
     if parsed then m = parsed end
   end
-  self.budget.spent_ = add(self.budget.spent_, m)
+  settle(self, m)
   if err then return nil, "billed_amount " .. err .. "; counted the estimate instead" end
   return true
 end
 
 function Hold:release()
-  settle(self)
+  settle(self, 0)
 end
 
 function Budget:add(amount)
   local m, err = budget.parse(amount)
   if not m then return nil, err end
-  self.spent_ = add(self.spent_, m)
+  local id, serr = reserve(self, m, nil, true)
+  if not id then return nil, serr end
+  if not self.store:settle(id, m) then self.pending[#self.pending + 1] = { id, m } end
   return true
 end
 
-function Budget:spent() return budget.format(self.spent_) end
+-- b:spent() -> "0.072000" | nil, message (the store cannot be reached)
+function Budget:spent()
+  local m, err = self.store:spent()
+  if not m then return nil, "the store cannot be reached: " .. tostring(err) end
+  return budget.format(m)
+end
 function Budget:limit() return budget.format(self.limit_) end
-function Budget:held() return budget.format(self.held_) end
+function Budget:held() return budget.format(self.store.held and self.store:held() or 0) end
 
 function Budget:__tostring()
   return format("omixa.budget (%s of %s USD spent)", self:spent(), self:limit())

@@ -43,7 +43,7 @@ local cjson = require("cjson.safe").new()
 
 local type, pairs, ipairs, tostring, tonumber, pcall = type, pairs, ipairs, tostring, tonumber, pcall
 local setmetatable, error, require = setmetatable, error, require
-local open, remove, rename, time = io.open, os.remove, os.rename, os.time
+local open, remove, time = io.open, os.remove, os.time
 local floor, random, tointeger = math.floor, math.random, math.tointeger
 local format, match, find, sub, byte, gsub = string.format, string.match, string.find, string.sub, string.byte, string.gsub
 local concat, sort = table.concat, table.sort
@@ -286,7 +286,8 @@ function Cache:put(key, images, info)
     remove(tmp)
     return nil, "cannot write the cache entry: " .. tostring(werr or cerr)
   end
-  local renamed, rerr = rename(tmp, path)
+  -- os.rename cannot replace an existing file on Windows
+  local renamed, rerr = core.replace_file(tmp, path)
   if not renamed then
     remove(tmp)
     return nil, "cannot write the cache entry: " .. tostring(rerr)

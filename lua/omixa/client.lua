@@ -1,16 +1,21 @@
--- omixa.client — a client: options, the API key, validation and encoding of
--- requests, and its jobs (omixa.job: the transport, retries, downloads).
+-- omixa.client — a client's options and THE PIPELINE every request takes
+-- (launch, below): look up (cache, in-flight claim) -> authorize (the key,
+-- the budget's hold) -> build and sign -> send (attempts, back-off,
+-- deadline: the retry policy is here, the engine runs it) -> decode ->
+-- settle (budget, cache). Its helpers: omixa.request (URL, headers, body),
+-- omixa.engine (libcurl jobs), omixa.decode (answers), omixa.errors (what
+-- a failure is), omixa.guard (cache, budget ledger, signing, debug log).
 
 local core = require "omixa.core"
 local schema = require "omixa.schema"
 local images = require "omixa.images"
-local wire = require "omixa.wire"
-local response = require "omixa.response"
+local wire = require "omixa.request" -- what goes on the wire
+local decode = require "omixa.decode"
 local errors = require "omixa.errors"
 local cjson = require("cjson.safe").new()
 local models = require "omixa.models"
-local job = require "omixa.job"
-local stream = require "omixa.stream"
+local engine = require "omixa.engine"
+local stream = decode.stream
 local guard = require "omixa.guard"
 
 local type, pairs, ipairs, tostring, error, setmetatable, getmetatable =
@@ -31,24 +36,32 @@ local M = { VERSION = VERSION }
 local OPTIONS = {
   api_key = { "string", "function" }, base_url = { "string" }, model = { "string" },
   timeout = { "number" }, connect_timeout = { "number" }, idle_timeout = { "number" },
-  max_retries = { "integer" }, retry_unknown = { "boolean" },
+  deadline = { "number" }, max_retries = { "integer" }, retry_unknown = { "boolean" },
   max_response_bytes = { "integer" }, max_request_bytes = { "integer" },
   ca_file = { "string" }, ca_path = { "string" }, insecure = { "boolean" },
   proxy = { "string" }, user_agent = { "string" }, headers = { "table" },
   strict = { "boolean" }, allow_http = { "boolean" }, concurrency = { "integer" },
   signing_secret = { "string" }, cache_dir = { "string" }, max_spend = { "string", "number" },
   cache_max_bytes = { "integer" }, debug = { "function", "boolean" },
+  store = { "table", "userdata" }, -- an omixa.store: the budget shared across workers and hosts
 }
 
 local CALL_OPTIONS = {
   timeout = { "number" }, connect_timeout = { "number" }, idle_timeout = { "number" },
-  max_retries = { "integer" }, retry_unknown = { "boolean" }, on_progress = { "function" },
-  stream = { "boolean" }, on_partial = { "function" }, on_event = { "function" },
+  deadline = { "number" }, max_retries = { "integer" }, retry_unknown = { "boolean" },
+  on_progress = { "function" }, stream = { "boolean" }, on_partial = { "function" },
+  on_event = { "function" }, extra_body = { "table" }, extra_headers = { "table" },
 }
 
-local NON_NEGATIVE = { timeout = true, connect_timeout = true, idle_timeout = true, max_retries = true }
-local POSITIVE = { max_response_bytes = true, max_request_bytes = true, concurrency = true,
-                   cache_max_bytes = true }
+-- The range of each numeric option: below MIN or above MAX is misuse (NaN
+-- and the infinities never pass). Times in seconds, sizes in bytes.
+local DAY, TiB = 86400, 2 ^ 40
+local RANGE = {
+  timeout = { 0, 30 * DAY }, connect_timeout = { 0, 30 * DAY }, idle_timeout = { 0, 30 * DAY },
+  deadline = { 0, 30 * DAY, positive = true }, max_retries = { 0, 100 },
+  max_response_bytes = { 1, TiB }, max_request_bytes = { 1, TiB }, cache_max_bytes = { 1, 2 ^ 53 },
+  concurrency = { 1, 1024 },
+}
 
 local function names(t)
   local out = {}
@@ -82,28 +95,21 @@ local function check_options(opts, spec, what)
     if not ok then
       return nil, format("omixa: %s '%s' must be %s (got %s)", what, k, concat(want, " or "), schema.show(v))
     end
-    if NON_NEGATIVE[k] and v < 0 then
-      return nil, format("omixa: %s '%s' must not be negative (got %s)", what, k, tostring(v))
-    end
-    if POSITIVE[k] and v <= 0 then
-      return nil, format("omixa: %s '%s' must be positive (got %s)", what, k, tostring(v))
+    local range = RANGE[k]
+    if range and not (v >= range[1] and v <= range[2] and (v > 0 or not range.positive)) then
+      if v ~= v or v == math.huge or v == -math.huge then
+        return nil, format("omixa: %s '%s' must be a finite number (got %s)", what, k, tostring(v))
+      end
+      if v < 0 then
+        return nil, format("omixa: %s '%s' must not be negative (got %s)", what, k, tostring(v))
+      end
+      if v <= 0 or v < range[1] then
+        return nil, format("omixa: %s '%s' must be positive (got %s)", what, k, tostring(v))
+      end
+      return nil, format("omixa: %s '%s' must be at most %.15g (got %s)", what, k, range[2], tostring(v))
     end
   end
   return opts
-end
-
--- Host of an http(s) URL, lower-cased, without brackets, port or userinfo.
-local function url_host(url)
-  local authority = match(url, "^[%a][%w%+%.%-]*://([^/?#]*)")
-  if not authority then return nil end
-  authority = match(authority, "@(.*)$") or authority
-  local v6 = match(authority, "^%[([^%]]*)%]")
-  if v6 then return lower(v6) end
-  return lower(match(authority, "^([^:]*)"))
-end
-
-local function is_loopback(host)
-  return host == "localhost" or host == "::1" or match(host or "", "^127%.%d+%.%d+%.%d+$") ~= nil
 end
 
 local function lua_version()
@@ -127,23 +133,13 @@ function M.new(options)
   local opts, err = check_options(options, OPTIONS, "option")
   if not opts then error(err, 2) end
   local base = opts.base_url or getenv("OMIXA_BASE_URL") or DEFAULT_BASE
-  if not match(base, "^[Hh][Tt][Tt][Pp][Ss]?://[^/]") then
+  if not wire.web_scheme(base) then
     error(format("omixa: base_url must start with http:// or https:// (got %s)", schema.show(base)), 2)
   end
   base = base:gsub("/+$", "")
-  local headers = {}
-  if opts.headers then
-    for k, v in pairs(opts.headers) do
-      if type(k) ~= "string" or not match(k, "^[%w!#$%%&'*+%-.^_`|~]+$") then
-        error(format("omixa: option 'headers' has an invalid header name %s", schema.show(k)), 2)
-      end
-      if type(v) ~= "string" or find(v, "[\r\n%z]") then
-        error(format("omixa: option 'headers' value of '%s' must be a string without line breaks", k), 2)
-      end
-      headers[#headers + 1] = { k, v }
-    end
-    table.sort(headers, function(a, b) return a[1] < b[1] end)
-  end
+  local headers
+  headers, err = wire.header_list(opts.headers, "option 'headers'")
+  if not headers then error(err, 2) end
   local env_key = getenv("OMIXA_API_KEY")
   local self = setmetatable({
     base_url = base,
@@ -152,6 +148,7 @@ function M.new(options)
     connect_timeout = opts.connect_timeout or 10,
     idle_timeout = opts.idle_timeout or 120,
     max_retries = opts.max_retries or 2,
+    deadline = opts.deadline,
     retry_unknown = opts.retry_unknown == true,
     max_response_bytes = opts.max_response_bytes or 256 * MiB,
     max_request_bytes = opts.max_request_bytes or 20 * MiB,
@@ -183,7 +180,7 @@ function Client:close()
   if not self.closed then
     self.closed = true
     local s = secrets[self]
-    if s and s.engine then job.close(s.engine) end
+    if s and s.engine then engine.close(s.engine) end
     -- pcall: close is also __gc, where a raising debug function must not land
     if s and s.guard.log then pcall(s.guard.log, "client closed; spent %s USD", s.guard:spent()) end
     secrets[self] = nil
@@ -195,7 +192,7 @@ Client.__gc = Client.close
 -- The client's transport and jobs, made on first use.
 local function engine_of(self)
   local s = secrets[self]
-  if not s.engine then s.engine = job.engine{ concurrency = self.concurrency, log = s.guard.log } end
+  if not s.engine then s.engine = engine.new{ concurrency = self.concurrency, log = s.guard.log } end
   return s.engine
 end
 
@@ -216,6 +213,36 @@ end
 
 local function config_error(message, key)
   return nil, errors.new{ kind = "config", message = message, attempts = 0, secrets = { key } }
+end
+
+-- The fields of EXTRA (call option extra_body) added to PREPARED's, after
+-- them, in name order, each value as JSON; true | nil, message (misuse: a
+-- field the model's schema lists, or a value JSON cannot hold).
+local function add_extra_body(prepared, extra)
+  if extra == nil then return true end
+  local listed = prepared.spec and prepared.spec.fields or models.common
+  local sent = {}
+  for _, f in ipairs(prepared.fields) do sent[f[1]] = true end
+  local ks = {}
+  for k in pairs(extra) do
+    if type(k) ~= "string" or k == "" then
+      return nil, format("omixa: call option 'extra_body' keys must be field names (got %s)", schema.show(k))
+    end
+    if listed[k] or sent[k] or k == "model" or k == "prompt" then
+      return nil, format("omixa: call option 'extra_body' field '%s' is a field of model '%s': set it in the request",
+        k, prepared.model)
+    end
+    ks[#ks + 1] = k
+  end
+  table.sort(ks)
+  for _, k in ipairs(ks) do
+    local json, jerr = cjson.encode(extra[k])
+    if not json then
+      return nil, format("omixa: call option 'extra_body' field '%s' cannot be sent as JSON: %s", k, tostring(jerr))
+    end
+    prepared.fields[#prepared.fields + 1] = { k, { json = json } }
+  end
+  return true
 end
 
 -- Validate the request and its call options (raising on misuse) and encode
@@ -241,6 +268,12 @@ local function build(self, request, call_opts, level)
     end
     prepared.fields[#prepared.fields + 1] = { "stream", true }
   end
+  local ok, xerr = add_extra_body(prepared, co.extra_body)
+  if not ok then error(xerr, level + 1) end
+  local hl
+  hl, xerr = wire.header_list(co.extra_headers, "call option 'extra_headers'")
+  if not hl then error(xerr, level + 1) end
+  prepared.headers = wire.merge_headers(self.extra_headers, hl)
   -- The body is an omixa.buffer: whoever ends up with it closes it (the job
   -- when it finishes), so that its megabytes go at once, not at a collection.
   local body, berr = wire.encode(prepared)
@@ -252,21 +285,6 @@ local function build(self, request, call_opts, level)
       size / MiB, self.max_request_bytes / MiB, size - self.max_request_bytes), level + 1)
   end
   return prepared, body, co, streaming
-end
-
--- Request headers as "Name: value" lines; the user's extra headers replace
--- ours of the same name.
-local function header_lines(self, key, streaming)
-  local lines, seen = {}, {}
-  for _, h in ipairs(self.extra_headers) do seen[lower(h[1])] = true end
-  local function add(name, value)
-    if not seen[lower(name)] then lines[#lines + 1] = name .. ": " .. value end
-  end
-  if key then add("Authorization", "Bearer " .. key) end
-  add("Content-Type", "application/json")
-  add("Accept", streaming and "text/event-stream" or "application/json")
-  for _, h in ipairs(self.extra_headers) do lines[#lines + 1] = h[1] .. ": " .. h[2] end
-  return lines
 end
 
 local function transfer_options(self, co, req)
@@ -287,34 +305,60 @@ function request_n(prepared)
   return 1
 end
 
--- What a job needs to send this request (see omixa.job), or nil and the
--- config error that refuses it before anything is sent.
-local function job_spec(self, prepared, body, co, streaming)
-  local host = url_host(self.base_url)
+-- The key for this call, or nil and the config error that refuses to send
+-- it: none for a remote host, or in clear text to one.
+local function credentials(self)
+  local host = wire.host(self.base_url)
   local key, kerr = api_key(self)
   if kerr then return config_error(kerr) end
-  if match(lower(self.base_url), "^http://") and not self.allow_http and not is_loopback(host) then
+  if wire.web_scheme(self.base_url) == "http" and not self.allow_http and not wire.is_loopback(host) then
     return config_error(format("refusing to send the API key in clear text to %s: use https, or allow_http = true", host), key)
   end
-  if not key and not is_loopback(host) then
+  if not key and not wire.is_loopback(host) then
     return config_error("no API key: set OMIXA_API_KEY or pass api_key to omixa.new")
   end
+  return key or false
+end
+
+-- The retry policy of one call (API.md "Retries that cannot double-bill"):
+-- after the failed attempt F, seconds to wait before the next one, or nil
+-- to end the call with F. errors.judge decides what F is; this adds the
+-- call's limits: max_retries, the back-off, the deadline.
+local function retry_policy(max_retries, retry_unknown)
+  return function(f, at)
+    if f.kind ~= "cancelled" and at.deadline_at and now() >= at.deadline_at - 0.001 then
+      -- the call's deadline cut this attempt short (its transfer's timeout)
+      f.kind, f.message = "timeout", "the call's deadline passed during attempt " .. at.attempt
+      f.maybe_billed, f.retryable = nil, nil
+    end
+    local retry = errors.judge(f, { retry_unknown = retry_unknown, cancelled = at.cancelled, curl_code = at.curl_code })
+    if not retry or at.attempt > max_retries then return nil end
+    local wait = errors.backoff(f, at.attempt - 1)
+    -- longer than the policy waits, or past the deadline: the last error, at once
+    if not wait or (at.deadline_at and now() + wait >= at.deadline_at) then return nil end
+    return wait
+  end
+end
+
+-- What a job sends for this request, every attempt (see omixa.engine).
+local function job_spec(self, prepared, body, co, streaming, key)
   local retry_unknown = co.retry_unknown
   if retry_unknown == nil then retry_unknown = self.retry_unknown end
   local first = true
   return {
-    url = self.base_url .. "/images/generations",
+    url = wire.endpoint(self.base_url, "generate"),
     body = body,
     model = prepared.model,
     co = co,
-    max_retries = co.max_retries or self.max_retries,
-    retry_unknown = retry_unknown,
+    max_retries = co.max_retries or self.max_retries, -- for the log; the policy decides
+    next_attempt = retry_policy(co.max_retries or self.max_retries, retry_unknown),
+    deadline = co.deadline or self.deadline,
     -- The key is read again for every attempt, so that it may rotate.
     api_key = function()
-      if first then first = false; return key end
+      if first then first = false; return key or nil end
       return api_key(self)
     end,
-    header_lines = function(k) return header_lines(self, k, streaming) end,
+    header_lines = function(k) return wire.header_lines(k, prepared.headers, streaming, body) end,
     stream = streaming,
     n = request_n(prepared),
     max_response_bytes = self.max_response_bytes,
@@ -324,33 +368,68 @@ end
 
 -- Signing headers for every attempt of SPEC (omixa.guard), unless the
 -- user's own headers replace them.
-local function add_signer(self, spec)
+local function add_signer(self, spec, user)
   local own = {}
-  for _, h in ipairs(self.extra_headers) do own[lower(h[1])] = true end
+  for _, h in ipairs(user or self.extra_headers) do own[lower(h[1])] = true end
   spec.extra_headers = secrets[self].guard:signer(own)
   return spec
 end
 
--- A built request as a job: the cache, then the config checks, then the
--- budget's hold, then the transport (see omixa.guard for the order). A hit
--- or a refusal is a job that has already finished. With a cache, a request
--- identical to one in flight on this client (the same cache key) waits for
--- it instead, holding nothing (omixa.job.follow, guard:waiter).
+-- THE PIPELINE: the life of one request, in order. build (above) has
+-- validated it and encoded its body; every entry point (generate, start,
+-- generate_many) comes here, and prepare/parse/stream_parser/models take
+-- the same steps from the same helpers. A hit or a refusal is a job that
+-- has already finished.
 local function launch(self, prepared, body, co, streaming)
   local eng, g = engine_of(self), secrets[self].guard
-  local url = self.base_url .. "/images/generations"
-  local key, imgs, info = g:lookup(url, body)
-  if imgs then body:close(); return job.finished(eng, imgs, info) end
-  local spec, err = job_spec(self, prepared, body, co, streaming)
-  if not spec then body:close(); return job.finished(eng, nil, err) end
-  add_signer(self, spec)
+  local function refuse(err) body:close(); return engine.finished(eng, nil, err) end
+
+  -- 1. look up: a cached result is the answer (nothing sent, nothing
+  --    billed); a request identical to one in flight (the same cache key)
+  --    waits for it below, holding nothing, and shares its success.
+  local url = wire.endpoint(self.base_url, "generate")
+  local key, imgs, info = g:lookup(wire.identity(url, prepared.headers), body)
+  if imgs then body:close(); return engine.finished(eng, imgs, info) end
+
+  -- 2. authorize: the key may be sent there (else a config error) ...
+  local api, err = credentials(self)
+  if api == nil then return refuse(err) end
+
+  -- 3. build and sign: what each attempt sends (the key read afresh, the
+  --    signature made afresh), and the retry policy of this call.
+  local spec = job_spec(self, prepared, body, co, streaming, api)
+  add_signer(self, spec, prepared.headers)
+  -- (1, again: an identical request in flight is waited for here, now that
+  --  there is a spec to send should it fail.)
   spec.share_key = key
-  if key and job.leader(eng, key) then return job.follow(eng, spec, g:waiter(key, prepared)) end
+  if key then
+    local mine, serr = g:claim(key, spec.deadline or (co.timeout or self.timeout) + 60)
+    if mine == nil then
+      return refuse(errors.new{ kind = "store", message = "the store cannot be reached: " .. tostring(serr),
+                                attempts = 0 })
+    end
+    -- whoever sends it last on this client ends the claim (a waiter that
+    -- sends after a failure inherits it); a claim of another process is
+    -- not ours to end
+    if mine or engine.leader(eng, key) then spec.unclaim = function() g:unclaim(key) end end
+    if not mine and engine.leader(eng, key) then return engine.follow(eng, spec, g:waiter(key, prepared)) end
+  end
+
+  -- (2, again: only a request that will be sent holds budget.) The budget
+  --  holds the estimate, or refuses (a budget error, nothing sent).
   local hold
-  hold, err = g:hold(prepared)
-  if not hold then body:close(); return job.finished(eng, nil, err) end
+  hold, err = g:hold(prepared, (co.timeout or self.timeout) + 60) -- a dead owner's hold expires
+  if not hold then return refuse(err) end
+
+  -- 6. settle, when the job ends: the hold becomes the billed amount (the
+  --    estimate when the outcome is unknown, nothing on a known failure),
+  --    a success goes to the cache, its waiters share it.
   spec.on_finish = g:finisher(hold, key)
-  return job.start(eng, spec)
+
+  -- 4. send: attempts, back-off and the deadline (the engine runs them,
+  --    retry_policy decides), 5. decode each answer (omixa.decode;
+  --    errors.judge for a failure).
+  return engine.start(eng, spec)
 end
 
 -- client:start(request, call_opts) -> job, at once (misuse raises first).
@@ -362,14 +441,22 @@ end
 function Client:poll()
   check_open(self, 2)
   local eng = engine_of(self)
-  job.drive(eng, 0)
-  return job.running(eng)
+  engine.drive(eng, 0)
+  return engine.running(eng)
 end
 
--- client:fd() -> a descriptor that becomes readable when poll has work.
+-- client:fd() -> a descriptor that becomes readable when poll has work;
+-- nil, reason on an event backend without one (the portable backend).
 function Client:fd()
   check_open(self, 2)
   return engine_of(self).multi:fd()
+end
+
+-- client:poll_interval() -> seconds a host loop may wait between poll()
+-- calls when it drives them from a timer (where fd() is nil).
+function Client:poll_interval()
+  check_open(self, 2)
+  return engine_of(self).multi:poll_interval()
 end
 
 -- client:generate_many(requests, call_opts) -> { { images =, info = } | { err = }, ... }
@@ -413,37 +500,27 @@ end
 
 -- The decoded JSON of a 2xx answer to GET /models; an error as for generate.
 local function parse_json(status, headers, body)
-  if status < 200 or status > 299 then return response.parse(status, headers, body, {}) end
+  if status < 200 or status > 299 then return nil, errors.from_status(status, headers, body) end
   local text = body:string()
   local doc, jerr = cjson.decode(text)
   if doc == nil then
-    return nil, { kind = "protocol", status = status, request_id = response.request_id(headers),
-                  body = text:sub(1, 2048), message = "the model list is not JSON: " .. tostring(jerr) }
+    return nil, { kind = "protocol", status = status, request_id = errors.request_id(headers), headers = headers,
+                  body = errors.excerpt(text), message = "the model list is not JSON: " .. tostring(jerr) }
   end
-  return doc, { status = status, request_id = response.request_id(headers) }
+  return doc, { status = status, request_id = errors.request_id(headers), headers = headers }
 end
 
 -- client:models() -> the service's model list, decoded as sent | nil, err.
 -- Its shape is not documented; nothing is added to it.
 function Client:models()
   check_open(self, 2)
-  local spec, err = job_spec(self, { model = self.model, fields = {} }, nil, {})
-  if not spec then return nil, err end
-  spec.url, spec.method, spec.body, spec.parse = self.base_url .. "/models", "GET", nil, parse_json
-  spec.retry_unknown = true -- a GET bills nothing: resending is safe
+  local key, err = credentials(self)
+  if key == nil then return nil, err end
+  local spec = job_spec(self, { model = self.model, fields = {}, headers = self.extra_headers }, nil, {}, false, key)
+  spec.url, spec.method, spec.body, spec.parse = wire.endpoint(self.base_url, "models"), "GET", nil, parse_json
+  spec.idempotent = true -- a GET bills nothing: resending is safe (errors.judge)
   spec.on_finish = secrets[self].guard:scrubber()
-  local lines = spec.header_lines
-  spec.header_lines = function(k)
-    local out = {}
-    for _, line in ipairs(lines(k)) do
-      if not match(lower(line), "^content%-type:") then out[#out + 1] = line end
-    end
-    return out
-  end
-  local doc
-  doc, err = job.start(engine_of(self), add_signer(self, spec)):wait()
-  if doc == nil then err.maybe_billed = false end
-  return doc, err
+  return engine.start(engine_of(self), add_signer(self, spec)):wait()
 end
 
 -- Own transport: the request as plain data, and a parser for the answer.
@@ -457,9 +534,9 @@ function Client:prepare(request, call_opts)
   local g = secrets[self].guard
   local ok, berr = g:check(prepared)
   if not ok then buf:close(); return nil, berr end
-  local url = self.base_url .. "/images/generations"
-  local lines = header_lines(self, key, streaming)
-  local sign = add_signer(self, {}).extra_headers
+  local url = wire.endpoint(self.base_url, "generate")
+  local lines = wire.header_lines(key, prepared.headers, streaming, buf)
+  local sign = add_signer(self, {}, prepared.headers).extra_headers
   for _, line in ipairs(sign and sign("POST", url, buf) or {}) do lines[#lines + 1] = line end
   local body = buf:string() -- the contract: plain data, the body a string
   buf:close()
@@ -477,10 +554,10 @@ end
 -- only to the service's own origin.
 local function fetch_headers(self, key)
   local sign = add_signer(self, {}).extra_headers
-  local own = job.origin(self.base_url)
+  local own = wire.origin(self.base_url)
   return function(url)
     local out = {}
-    if job.origin(url) ~= own then return out end
+    if wire.origin(url) ~= own then return out end
     local lines = {}
     if key then lines[1] = "Authorization: Bearer " .. key end
     for _, line in ipairs(sign and sign("GET", url, "") or {}) do lines[#lines + 1] = line end
@@ -514,14 +591,14 @@ function Client:parse(status, body, headers, fetch)
   end
   local key = api_key(self)
   local g = secrets[self].guard
-  local imgs, info, pending = response.parse(status, h, body, { model = self.model })
+  local imgs, info, pending = decode.parse(status, h, body, { model = self.model })
   if imgs then
     info.attempts, info.elapsed = 1, 0
     g:add(info.billed_amount) -- counted in client:spent()
     if not pending then return imgs, info end
     if fetch then
       local t0 = now()
-      local out, res = response.fetch(imgs, info, pending, fetch,
+      local out, res = decode.fetch(imgs, info, pending, fetch,
         { headers = fetch_headers(self, key), max_bytes = self.max_response_bytes })
       if out then
         res.elapsed = now() - t0
@@ -531,20 +608,14 @@ function Client:parse(status, body, headers, fetch)
     else
       local spec = add_signer(self, { url = self.base_url, key = key,
                      transfer_options = function(req) return transfer_options(self, {}, req) end })
-      return job.downloads(engine_of(self), spec, imgs, info, pending):wait()
+      return engine.downloads(engine_of(self), spec, imgs, info, pending):wait()
     end
   end
   info.attempts = 1
   info.secrets = { key, g.secret }
-  return nil, errors.new(info)
-end
-
--- The body as it would be sent, image data replaced by its byte count
--- (the CLI's --dry-run). Raises on misuse like generate.
-function M.dry_run(self, request)
-  local prepared, body = build(self, request, nil, 2)
-  body:close()
-  return wire.redacted(prepared)
+  local err = errors.new(info)
+  if err.maybe_billed and not imgs then g:add(err.billed_amount) end -- what the answer shows it billed
+  return nil, err
 end
 
 -- client:stream_parser(call_opts) -> p: p:feed(chunk) -> true | nil, err;

@@ -17,11 +17,14 @@
 --   g:lookup(url, body) -> key, images, info   key nil without a cache;
 --       images, info on a hit (info.cached = true, attempts = 0, and no
 --       billed_amount: nothing was billed for this call)
---   g:hold(prepared) -> hold | nil, err    the catalog's price x n of the
---       request omixa.schema prepared; err an omixa error, kind "budget"
---   g:finisher(hold, key) -> function(job, images, info_or_err)  omixa.job's
+--   g:hold(prepared [, ttl]) -> hold | nil, err    the catalog's price x n of the
+--       request omixa.schema prepared, held in the store (opts.store, an
+--       omixa.store; this client's own memory store by default) for at most
+--       TTL seconds; err an omixa error, kind "budget", or "store" when the
+--       store cannot be reached (nothing sent: the budget fails closed)
+--   g:finisher(hold, key) -> function(job, images, info_or_err)  omixa.engine's
 --       spec.on_finish
---   g:waiter(key, prepared) -> hooks for omixa.job.follow: a request
+--   g:waiter(key, prepared) -> hooks for omixa.engine.follow: a request
 --       identical to one in flight on this client (the same cache key)
 --       waits for it holding nothing; it shares a success as a hit (a copy,
 --       cached = true, attempts = 0, no billed_amount) and on a failure
@@ -38,6 +41,8 @@
 
 local cache = require "omixa.cache"
 local budget = require "omixa.budget"
+local memory = require "omixa.store.memory"
+local store = require "omixa.store"
 local signing = require "omixa.signing"
 local debuglog = require "omixa.debuglog"
 local errors = require "omixa.errors"
@@ -85,7 +90,17 @@ function guard.new(opts, current_key)
   local limit = opts.max_spend
   if limit == nil then limit = budget.format(budget.MAX) end
   local b
-  ok, b = pcall(budget.new, limit)
+  -- the ledger (and, through the store interface, anything shared) lives in
+  -- the store: omixa.store.memory, this client's own, by default
+  g.store = opts.store or memory.new()
+  if opts.store ~= nil then
+    local is, missing = store.is_store(opts.store)
+    if not is then
+      misuse("omixa: option 'store' must be an omixa.store (memory, shared_dict, redis) or have its methods"
+        .. (missing and (" (no :" .. missing .. ")") or ""))
+    end
+  end
+  ok, b = pcall(budget.new, limit, g.store)
   if not ok then misuse((gsub(tostring(b), "^omixa: max_spend:", "omixa: option 'max_spend':"))) end
   g.budget, g.limited = b, opts.max_spend ~= nil
 
@@ -137,21 +152,21 @@ local function estimate(self, prepared)
   return self.budget:estimate(prepared.spec or models[prepared.model], n), n
 end
 
-local function refusal(self, message)
+local function refusal(self, message, kind)
   if self.log then self.log("budget: refused, nothing sent: %s", message) end
-  return nil, errors.new{ kind = "budget", message = message, attempts = 0, maybe_billed = false, retryable = false }
+  return nil, errors.new{ kind = kind or "budget", message = message, attempts = 0 }
 end
 
 function Guard:check(prepared)
-  local ok, err = self.budget:allows((estimate(self, prepared)))
-  if not ok then return refusal(self, err) end
+  local ok, err, kind = self.budget:allows((estimate(self, prepared)))
+  if not ok then return refusal(self, err, kind) end
   return true
 end
 
-function Guard:hold(prepared)
+function Guard:hold(prepared, ttl)
   local micros, n = estimate(self, prepared)
-  local h, err = self.budget:hold(micros)
-  if not h then return refusal(self, err) end
+  local h, err, kind = self.budget:hold(micros, ttl)
+  if not h then return refusal(self, err, kind) end
   if self.log and self.limited then
     self.log("budget: holding %s USD for %s x%d (%s spent of %s)", budget.format(micros), prepared.model, n,
       self.budget:spent(), self.budget:limit())
@@ -163,8 +178,20 @@ function Guard:add(amount)
   if amount ~= nil then self.budget:add(amount) end
 end
 
+-- The in-flight claim on KEY in the store: true, this call sends it;
+-- false, an identical request is in flight (on this client: wait for it).
+function Guard:claim(key, ttl)
+  return self.store:claim(key, ttl)
+end
+
+function Guard:unclaim(key)
+  return self.store:unclaim(key)
+end
+
 function Guard:spent()
-  return self.budget:spent()
+  local spent, err = self.budget:spent()
+  if not spent then return nil, errors.new{ kind = "store", message = err, attempts = 0, maybe_billed = false } end
+  return spent
 end
 
 -- The signing secret never reaches the user in an error, even one whose
@@ -208,7 +235,8 @@ function Guard:finisher(h, key)
       end
     else
       scrub(self, res)
-      if res.maybe_billed then h:capture(nil) else h:release() end
+      -- maybe billed: what the answer still shows it billed, else the estimate
+      if res.maybe_billed then h:capture(res.billed_amount) else h:release() end
       if log then
         log("failed: %s; %s; spent %s USD", tostring(res),
           res.maybe_billed and "counted the estimate (maybe billed)" or "nothing billed", b:spent())
@@ -225,7 +253,7 @@ local function copy(v)
   return t
 end
 
--- Hooks for a request whose twin (KEY) is in flight: see omixa.job.follow.
+-- Hooks for a request whose twin (KEY) is in flight: see omixa.engine.follow.
 function Guard:waiter(key, prepared)
   local log = self.log
   if log then log("cache %s: the same request is in flight on this client: waiting for it, nothing sent", short(key)) end

@@ -5,12 +5,16 @@ local core = require "omixa.core"
 local schema = require "omixa.schema"
 
 local type, tostring = type, tostring
-local open, remove, rename = io.open, os.remove, os.rename
+local open, remove = io.open, os.remove
 local format, match = string.format, string.match
 
 local images = {}
 
-images.sniff = core.sniff
+-- omixa.sniff(bytes): nil when the header is cut before the size (API.md)
+function images.sniff(bytes) return core.sniff(bytes) end
+
+-- The type of BYTES for a mime: a cut header still names its format.
+local function sniff_type(bytes) return core.sniff(bytes, true) end
 images.b64encode = core.b64encode
 images.b64decode = core.b64decode
 
@@ -34,7 +38,7 @@ function images.read_image(path)
   end
   local bytes, err = read_file(path)
   if not bytes then return nil, "omixa: cannot read image: " .. tostring(err) end
-  local info = core.sniff(bytes)
+  local info = sniff_type(bytes)
   if not info then
     return nil, format("omixa: %s is not a PNG, JPEG, WebP, GIF, HEIC/HEIF or AVIF image", path)
   end
@@ -47,7 +51,7 @@ function images.data_url(bytes, mime)
     error("omixa: data_url: bytes must be a string (got " .. type(bytes) .. ")", 2)
   end
   if mime == nil then
-    local info = core.sniff(bytes)
+    local info = sniff_type(bytes)
     if not info then error("omixa: data_url: bytes are not a known image type; pass a mime", 2) end
     mime = info.mime
   elseif type(mime) ~= "string" or not match(mime, "^[%w%.%+%-]+/[%w%.%+%-]+$") then
@@ -76,7 +80,8 @@ function images.save(bytes, path)
     remove(tmp)
     return nil, "omixa: cannot write " .. path .. ": " .. tostring(werr or cerr)
   end
-  local renamed, rerr = rename(tmp, path)
+  -- os.rename cannot replace an existing file on Windows
+  local renamed, rerr = core.replace_file(tmp, path)
   if not renamed then
     remove(tmp)
     return nil, "omixa: cannot write " .. path .. ": " .. tostring(rerr)
@@ -86,7 +91,7 @@ end
 
 local function from_bytes(bytes, mime, where)
   if mime == nil then
-    local info = core.sniff(bytes)
+    local info = sniff_type(bytes)
     if not info then
       return fail("field '%s' is not a PNG, JPEG, WebP, GIF, HEIC/HEIF or AVIF image (pass mime = ... for other types)", where)
     end
@@ -107,7 +112,7 @@ local function from_data_url(url, where)
 end
 
 -- A file is sniffed from its first bytes and measured here; the rest is
--- read only when the body is built (omixa.wire), straight into its base64,
+-- read only when the body is built (omixa.request), straight into its base64,
 -- so its bytes never become a Lua string. SNIFF_BYTES covers every header
 -- core.sniff needs for the mime type.
 local SNIFF_BYTES = 4096
@@ -130,7 +135,7 @@ local function from_path(path, where)
     return from_bytes(head .. (rest or ""), nil, where)
   end
   f:close()
-  local info = core.sniff(head)
+  local info = sniff_type(head)
   if not info then
     return fail("field '%s' is not a PNG, JPEG, WebP, GIF, HEIC/HEIF or AVIF image (pass mime = ... for other types)", where)
   end
@@ -144,9 +149,8 @@ function images.resolve(item, where)
   local t = type(item)
   if t == "string" then
     if match(item, "^data:") then return from_data_url(item, where) end
-    if match(item, "^[%a][%w%+%.%-]*://") then
-      return fail("field '%s' is a remote URL; the service wants inline data: give a file path, bytes or a data: URL", where)
-    end
+    local ok, err = schema.not_remote(item, where)
+    if not ok then return nil, err end
     return from_path(item, where)
   elseif t == "table" then
     if item.type == "image_url" then
@@ -154,10 +158,7 @@ function images.resolve(item, where)
       if type(iu) ~= "table" or type(iu.url) ~= "string" then
         return fail("field '%s' must be { type = \"image_url\", image_url = { url = \"data:...\" } }", where)
       end
-      if match(iu.url, "^[%a][%w%+%.%-]*://") then
-        return fail("field '%s' is a remote URL; the service wants inline data: give a file path, bytes or a data: URL", where)
-      end
-      return from_data_url(iu.url, where)
+      return from_data_url(iu.url, where) -- refuses a remote URL
     elseif item.path ~= nil then
       if type(item.path) ~= "string" then return fail("field '%s.path' must be a string", where) end
       return from_path(item.path, where)

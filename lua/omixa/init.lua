@@ -24,6 +24,7 @@ local omixa = {
   b64encode = images.b64encode,
   b64decode = images.b64decode,
   is_error = errors.is,
+  store = require "omixa.store",
 }
 
 function omixa.new(options)

@@ -14,6 +14,7 @@
 --   schema.suggest(name, candidates) -> closest name | nil
 
 local models = require "omixa.models"
+local wire = require "omixa.request"
 
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
 local floor, huge = math.floor, math.huge
@@ -309,13 +310,20 @@ schema.image_mimes = IMAGE_MIMES
 
 -- nil, message unless S is a data URL of a known image mime whose payload
 -- only has base64 characters (padding at the end). Decoding is the caller's.
+-- nil, message when S is a URL (any scheme): an input image is sent inline.
+function schema.not_remote(s, where)
+  if wire.scheme(s) then
+    return fail("field '%s' is a remote URL; the service wants inline data: give a file path, bytes or a data: URL",
+      where)
+  end
+  return true
+end
+
 function schema.check_data_url(s, where)
   local mime, payload_at = s:match("^data:([%w%.%+%-]+/[%w%.%+%-]+);base64,()")
   if not mime then
-    if s:match("^[Hh][Tt][Tt][Pp][Ss]?://") then
-      return fail("field '%s' is a remote URL; the service wants inline data: give a file path, bytes or a data: URL",
-        where)
-    end
+    local ok, err = schema.not_remote(s, where)
+    if not ok then return nil, err end
     return fail("field '%s' must be a data:image/...;base64, URL (got %s)", where, show(s))
   end
   mime = mime:lower()

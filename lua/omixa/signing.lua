@@ -16,6 +16,7 @@
 -- start with '/') raises; nothing here touches the network.
 
 local core = require "omixa.core"
+local request = require "omixa.request"
 
 local type, tostring, error = type, tostring, error
 local floor = math.floor
@@ -31,10 +32,7 @@ end
 -- '/' after the authority up to '?' or '#'; "/" when there is none.
 function signing.path(url)
   if type(url) ~= "string" then bad("url must be a string", type(url), 2) end
-  local rest = match(url, "^[%a][%w+.-]*://[^/?#]*(.*)$") or url
-  local path = match(rest, "^[^?#]*")
-  if path == "" then path = "/" end
-  return path
+  return request.path(url)
 end
 
 function signing.headers(secret, method, path, body, now)

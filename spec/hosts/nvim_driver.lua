@@ -4,6 +4,7 @@
 -- plugin reports (vim.notify), the largest gap between ticks, the number of
 -- ticks, how long the command itself took and the messages are written as
 -- JSON to $OMIXA_NVIM_RESULT, and nvim quits. A guard quits after 30 s.
+-- spec/53 sets OMIXA_NVIM_CANCEL=1 (see below).
 -- luacheck: globals vim
 local uv = vim.uv or vim.loop
 
@@ -11,6 +12,9 @@ local result = { ticks = 0, max_gap_ms = 0, messages = {}, levels = {} }
 local timer, guard = uv.new_timer(), uv.new_timer()
 local t0, last = uv.hrtime(), uv.hrtime()
 local finished = false
+-- OMIXA_NVIM_CANCEL=1: :OmixaCancel 0.3 s after :OmixaGenerate; done after
+-- two messages (the command's count and the job's report).
+local cancel = os.getenv("OMIXA_NVIM_CANCEL") == "1"
 
 local function finish(why)
   if finished then return end
@@ -32,7 +36,8 @@ end
 vim.notify = function(msg, level)
   result.messages[#result.messages + 1] = msg
   result.levels[#result.levels + 1] = level or vim.log.levels.INFO
-  if msg:match("^omixa: wrote ") or (level or 0) >= vim.log.levels.ERROR then
+  if msg:match("^omixa: wrote ") or (level or 0) >= vim.log.levels.ERROR
+    or (cancel and #result.messages >= 2) then
     result.path = msg:match("^omixa: wrote (.-) %(")
     finish("notified")
   end
@@ -50,3 +55,4 @@ guard:start(30000, 0, vim.schedule_wrap(function() finish("timeout") end))
 local c0 = uv.hrtime()
 vim.cmd("OmixaGenerate " .. (os.getenv("OMIXA_NVIM_PROMPT") or "a lighthouse at dusk"))
 result.command_ms = (uv.hrtime() - c0) / 1e6
+if cancel then vim.defer_fn(function() vim.cmd("OmixaCancel") end, 300) end

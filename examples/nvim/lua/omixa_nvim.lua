@@ -5,7 +5,9 @@
 --
 -- The client's descriptor (client:fd()) is watched by a vim.uv poll handle
 -- (vim.loop before Neovim 0.10): the editor's own event loop wakes the
--- plugin when a transfer can make progress, and nothing runs in between.
+-- plugin when a transfer can make progress, and nothing runs in between
+-- (where there is no descriptor, the portable event backend on Windows, a
+-- timer polls every client:poll_interval() seconds while jobs run).
 -- Each image is written to stdpath('cache')/omixa/<time>.<format> and its
 -- path reported with vim.notify.
 --
@@ -45,6 +47,11 @@ end
 local function report(job, entry)
   local ok, images, info = pcall(job.result, job)
   if not ok then return notify("omixa: " .. tostring(images), vim.log.levels.ERROR) end
+  if not images and info.kind == "cancelled" then
+    -- the user asked for it (:OmixaCancel): information, not an error
+    return notify(("omixa: %q cancelled%s"):format(entry.prompt,
+      info.maybe_billed and " (it may still be billed: it had been sent)" or ""))
+  end
   if not images then
     return notify(("omixa: %q failed: %s"):format(entry.prompt, tostring(info)), vim.log.levels.ERROR)
   end
@@ -74,7 +81,21 @@ end
 local function get_client()
   if not client then
     client = omixa.new(config.client)
-    watcher = uv.new_poll(client:fd())
+    local fd = client:fd()
+    if fd then
+      watcher = uv.new_poll(fd)
+    else
+      -- The portable event backend (Windows) has no descriptor: a timer
+      -- polls as often as client:poll_interval() says while jobs run.
+      local timer = uv.new_timer()
+      watcher = {
+        start = function(_, _, cb)
+          timer:start(0, math.max(1, math.ceil(client:poll_interval() * 1000)), function() cb() end)
+        end,
+        stop = function() timer:stop() end,
+        close = function() timer:close() end,
+      }
+    end
   end
   return client
 end

@@ -1,114 +1,46 @@
--- omixa.serve.handler: what nginx runs for `omixa serve` (LuaJIT, ngx API).
--- It speaks the service's documented protocol on its own (it never loads the
--- client's wire code), validates with the shared catalog (omixa.schema), and
--- injects the faults a test asks for through the control API under /_omixa/.
--- nginx runs one process (master_process off), so the state below -- fault
--- queue, recorded requests, image caches -- is plain Lua in this one VM.
+-- omixa.serve.handler: what nginx runs for `omixa serve` (LuaJIT, ngx API):
+-- the entry points of nginx.conf (init, init_worker, handle, too_large) and
+-- the service's documented protocol, spoken on its own (it never loads the
+-- client's wire code): the bearer key, request signatures, validation with
+-- the shared catalog (omixa.schema over omixa.models), images as JSON, raw
+-- or server-sent events, and the models list. The rest of the stand-in:
+--   launcher (init.lua)    nginx: process, configuration, TLS, ports
+--   faults.lua             the faults a test asks for, and how they are sent
+--   control.lua            the control API under /_omixa/ (faults, recorded
+--                          requests, billing totals, reset)
+--   state.lua              what is remembered between requests (one VM:
+--                          nginx runs one process, master_process off)
+--   http.lua, images.lua, png.lua, files.lua   answers, envelopes; the
+--                          images; reading a file
 --
 -- Routes:
 --   POST /api/v1/images/generations   the service (405 for other methods)
 --   GET  /api/v1/models               the catalog, as {"object":"list","data":[...]}
---   GET|POST|PUT|DELETE /_omixa/faults   list | append | replace | clear
---   GET|DELETE /_omixa/requests       generation requests seen | forget them
---   GET|DELETE /_omixa/fetches        GETs of /_omixa/images/* seen | forget
---   POST /_omixa/reset                clear faults, requests, fetches, images
---   GET  /_omixa/images/<id>          images of url_only responses
---   GET  /_omixa/health               {"ok":true}
---
--- A fault is a JSON object; each generation request takes the first queued
--- one (after it has been recorded), or the one in its X-Omixa-Fault header,
--- which wins and leaves the queue alone. Fields, combinable:
---   delay = s                 wait s seconds (ngx.sleep) before anything
---   status = code             answer code; body = "envelope" (default from 400:
---                             {"error":{message,type,code}}, each overridable by
---                             message=, type=, code=) | "html" | "empty" | any
---                             other string sent as is (content_type= sets its
---                             type); below 400 without body: the normal answer
---                             with that code
---   retry_after = "2"|date, retry_after_ms = "1500", headers = {k = v},
---   request_id = "..."        response headers (x-request-id)
---   cut = "before_status"     close without a byte
---       | "mid_headers"       status line, Content-Length, half a header line
---       | "mid_body"          full headers (Content-Length), half the body
---   truncate = true           full headers, all but the last bytes of the body
---   malformed = true          200 with invalid JSON
---   bad_base64 = true         b64_json that is not base64
---   escape_slashes = true     every '/' of the base64 written as '\/'
---   url_only = true           items {"b64_json":null,"url":".../_omixa/images/<id>"}
---                             (url_base = "http://host:port" overrides the origin)
---   raw_image = true          200 whose body is the image (Content-Type image/*)
---   empty_data = true         200 with "data":[]
---   revised_prompt = "..."    added to each item
---   cap_n = k                 at most k images; billed_amount = "..." overrides
---                             usage; no_usage = true leaves usage out
---   chunked = true            Transfer-Encoding: chunked, chunk_size (1000)
---                             bytes a piece, flushed one by one
---   trickle = {bytes=k, interval=s}   k bytes every s seconds
---   gzip = true               Content-Encoding: gzip when the client accepts it
---   pad = k                   k spaces after the body (at most 256 MiB): a large
---                             response that is still the same JSON document
---   streaming (stream = true on a streaming model): partials = k (1),
---   heartbeats = k (1), interval = s between events, sse_crlf, sse_multiline
---   (one data: line per member), sse_data_only (no event: lines),
---   stream_error (an error event after the first partial),
---   stream_end_early (no completed event, no [DONE]), sse_data_shape (one
---   data: frame with the non-streaming {"created","data":[...]} body)
+--   /_omixa/...                       the control API (control.lua)
 
 local ngx = ngx
 local cjson = require "cjson.safe"
-local png = require "omixa.serve.png"
+local schema = require "omixa.schema"
+local models = require "omixa.models"
+local http = require "omixa.serve.http"
+local images = require "omixa.serve.images"
+local faults = require "omixa.serve.faults"
+local control = require "omixa.serve.control"
+local state = require "omixa.serve.state"
+local read_file = require("omixa.serve.files").read
 
-local type, pairs, ipairs, tostring, tonumber, next = type, pairs, ipairs, tostring, tonumber, next
+local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local floor, max, min, random = math.floor, math.max, math.min, math.random
-local concat, remove = table.concat, table.remove
-local format, sub, gsub, find, rep = string.format, string.sub, string.gsub, string.find, string.rep
-
-local has_schema, schema = pcall(require, "omixa.schema")
-if not has_schema then schema = nil end
-local has_models, models = pcall(require, "omixa.models")
-if not has_models then
-  -- Until the catalog is there: the five documented models, enough to size
-  -- images and bill them.
-  models = {
-    ["gemini-2.0-flash-preview-image-generation"] = { family = "google", price = "0.040000", streaming = true },
-    ["imagen-4.0-generate-001"] = { family = "google", price = "0.040000", streaming = false },
-    ["imagen-4.0-fast-generate-001"] = { family = "google", streaming = false },
-    ["gpt-image-1.5"] = { family = "gpt", price = "0.033000", streaming = true },
-    ["MAI-Image-2.5"] = { family = "gpt", price = "0.033000", streaming = true },
-  }
-end
+local concat = table.concat
+local format, sub, gsub = string.format, string.sub, string.gsub
+local jstr, simple = http.jstr, http.simple
 
 local GEN_PATH = "/api/v1/images/generations"
 local MODELS_PATH = "/api/v1/models"
-local MAX_RECORDED_BYTES = 512 * 1024 * 1024 -- oldest recorded requests go first
-local MAX_STORED_IMAGES = 256
 
 local M = {}
 
 local cfg = { key = nil }
-local faults = {}          -- queue of fault tables
-local requests = {}        -- recorded generation requests
-local recorded_bytes = 0
-local fetches = {}         -- recorded GETs of /_omixa/images/*
-local images = {}          -- id -> { bytes =, mime = }
-local image_ids = {}       -- ids in insertion order, for eviction
-local png_cache = {}       -- "w:h:seed" -> png bytes
-local png_order = {}
-local PNG_CACHE_MAX = 24
-local fixtures = {}
-
-local function here()
-  local src = debug.getinfo(1, "S").source
-  return (src:sub(1, 1) == "@" and src:sub(2) or src):match("^(.*)/[^/]*$") or "."
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
 
 -- Called from init_by_lua with { key_file = path|nil, signing_secret_file =
 -- path|nil, scheme =, port =, watch_pid = pid|nil }.
@@ -125,14 +57,7 @@ function M.init(opts)
   end
   if opts.key_file then cfg.key = secret(opts.key_file, "a key") end
   if opts.signing_secret_file then cfg.signing_secret = secret(opts.signing_secret_file, "a signing secret") end
-  local dir = here() .. "/fixtures/"
-  fixtures.jpeg = read_file(dir .. "image.jpg")
-  fixtures.webp = read_file(dir .. "image.webp")
-  if not (fixtures.jpeg and fixtures.webp) then
-    local embedded = require "omixa.serve.fixtures_embedded"
-    fixtures.jpeg = fixtures.jpeg or embedded.jpeg
-    fixtures.webp = fixtures.webp or embedded.webp
-  end
+  images.init()
   random() -- the launcher seeds through math.randomseed in init_by_lua
 end
 
@@ -154,205 +79,7 @@ function M.init_worker()
   ngx.timer.every(1, check)
 end
 
--- JSON text ------------------------------------------------------------------
-
--- A JSON string literal that leaves '/' alone (cjson writes "\/").
-local function jstr(s)
-  local out = cjson.encode(tostring(s))
-  return (gsub(out, "\\/", "/"))
-end
-
-local function encode(v)
-  if type(v) == "table" and next(v) == nil then return "[]" end
-  return cjson.encode(v)
-end
-
--- Responses ------------------------------------------------------------------
-
-local REASONS = {
-  [200] = "OK", [201] = "Created", [202] = "Accepted", [204] = "No Content",
-  [301] = "Moved Permanently", [302] = "Found", [304] = "Not Modified",
-  [400] = "Bad Request", [401] = "Unauthorized", [402] = "Payment Required",
-  [403] = "Forbidden", [404] = "Not Found", [405] = "Method Not Allowed",
-  [408] = "Request Timeout", [409] = "Conflict", [413] = "Payload Too Large",
-  [422] = "Unprocessable Entity", [429] = "Too Many Requests",
-  [500] = "Internal Server Error", [502] = "Bad Gateway", [503] = "Service Unavailable",
-  [504] = "Gateway Timeout",
-}
-
--- Default error envelope fields per status: { type, code, message }.
-local ENVELOPES = {
-  [400] = { "invalid_request_error", "bad_request", "Bad request." },
-  [401] = { "authentication_error", "invalid_api_key", "Invalid API key." },
-  [402] = { "billing_error", "insufficient_balance", "Insufficient wallet balance." },
-  [403] = { "permission_error", "model_not_allowed", "This API key is not allowed to use this model." },
-  [404] = { "invalid_request_error", "not_found", "Not found." },
-  [405] = { "invalid_request_error", "method_not_allowed", "Method not allowed." },
-  [408] = { "timeout_error", "request_timeout", "Request timed out." },
-  [409] = { "invalid_request_error", "conflict", "Conflict." },
-  [413] = { "invalid_request_error", "request_too_large", "Request body too large." },
-  [422] = { "invalid_request_error", "validation_error", "Payload validation failed." },
-  [429] = { "rate_limit_error", "rate_limited", "Rate limit exceeded." },
-  [500] = { "server_error", "internal_error", "Internal server error." },
-  [502] = { "server_error", "bad_gateway", "Upstream provider error." },
-  [503] = { "server_error", "no_healthy_route", "No healthy route." },
-  [504] = { "server_error", "upstream_timeout", "Upstream provider timed out." },
-}
-
-local function envelope(status, etype, code, message)
-  local d = ENVELOPES[status]
-    or (status >= 500 and { "server_error", "server_error", "Server error." })
-    or { "invalid_request_error", "error", "Request failed." }
-  return format('{"error":{"message":%s,"type":%s,"code":%s}}',
-    jstr(message or d[3]), jstr(etype or d[1]), jstr(code or d[2]))
-end
-
-local function request_id()
-  local t = {}
-  for i = 1, 24 do t[i] = format("%x", random(0, 15)) end
-  return "req_" .. concat(t)
-end
-
-local function new_response(status, body, ctype)
-  return { status = status, body = body or "", ctype = ctype or "application/json",
-           headers = {} }
-end
-
-local function error_response(status, message, code, etype)
-  return new_response(status, envelope(status, etype, code, message))
-end
-
--- Plain send through nginx: headers, then the whole body with a
--- Content-Length (so nginx does not chunk it).
-local function set_headers(resp)
-  ngx.status = resp.status
-  ngx.header["Content-Type"] = resp.ctype
-  for k, v in pairs(resp.headers) do ngx.header[k] = v end
-end
-
-local function send_plain(resp)
-  set_headers(resp)
-  ngx.header["Content-Length"] = #resp.body
-  if resp.body ~= "" and ngx.req.get_method() ~= "HEAD" then ngx.print(resp.body) end
-  return ngx.exit(resp.status >= 200 and ngx.OK or resp.status)
-end
-
-local function simple(status, message, code, extra)
-  local resp = error_response(status, message, code)
-  resp.headers["x-request-id"] = request_id()
-  for k, v in pairs(extra or {}) do resp.headers[k] = v end
-  return send_plain(resp)
-end
-
-local function send_json(value)
-  return send_plain(new_response(200, encode(value)))
-end
-
--- Images ---------------------------------------------------------------------
-
-local GOOGLE_SIZES = { ["0.5K"] = 512, ["1K"] = 1024, ["2K"] = 2048, ["4K"] = 4096 }
-
--- Pixel size for a request: Google family from size bucket and aspect ratio,
--- GPT family from "WxH" ("auto" or none: 1024x1024).
-local function dimensions(req, family)
-  local size = type(req.size) == "string" and req.size or nil
-  local w, h
-  if size then w, h = size:match("^(%d+)x(%d+)$") end
-  if w then
-    w, h = tonumber(w), tonumber(h)
-    if w >= 1 and h >= 1 and w <= 8192 and h <= 8192 then return w, h end
-  end
-  if family == "gpt" then return 1024, 1024 end
-  local long = GOOGLE_SIZES[size or "1K"] or 1024
-  local a, b = 1, 1
-  if type(req.aspect_ratio) == "string" then
-    local x, y = req.aspect_ratio:match("^(%d+):(%d+)$")
-    if x and tonumber(x) > 0 and tonumber(y) > 0 then a, b = tonumber(x), tonumber(y) end
-  end
-  if a >= b then
-    return long, max(1, floor(long * b / a + 0.5))
-  end
-  return max(1, floor(long * a / b + 0.5)), long
-end
-
-local function make_png(w, h, seed)
-  local key = w .. ":" .. h .. ":" .. seed
-  local p = png_cache[key]
-  if p then return p end
-  p = png.render(w, h, seed)
-  png_cache[key] = p
-  png_order[#png_order + 1] = key
-  if #png_order > PNG_CACHE_MAX then
-    png_cache[remove(png_order, 1)] = nil
-  end
-  return p
-end
-
--- The image for a request: bytes, mime, w, h.
-local function image_for(req, family, variant)
-  local fmt = req.output_format
-  if fmt == "jpeg" then return fixtures.jpeg, "image/jpeg" end
-  if fmt == "webp" then return fixtures.webp, "image/webp" end
-  local w, h = dimensions(req, family)
-  local seed = png.hash(type(req.prompt) == "string" and req.prompt or "")
-  if variant then seed = (seed + variant * 7919) % 4294967296 end
-  return make_png(w, h, seed), "image/png", w, h
-end
-
-local function store_image(bytes, mime)
-  local id = format("%x%x", floor(ngx.now() * 1000), random(0, 0x7fffffff))
-  images[id] = { bytes = bytes, mime = mime }
-  image_ids[#image_ids + 1] = id
-  if #image_ids > MAX_STORED_IMAGES then images[remove(image_ids, 1)] = nil end
-  return id
-end
-
--- Money: six-decimal strings <-> integer micro-dollars.
-local function micros(price)
-  if type(price) ~= "string" then return 0 end
-  local i, f = price:match("^(%d+)%.(%d+)$")
-  if not i then i, f = price:match("^(%d+)$"), "0" end
-  if not i then return 0 end
-  f = sub(f .. "000000", 1, 6)
-  return tonumber(i) * 1000000 + tonumber(f)
-end
-
-local function amount(m)
-  return format("%d.%06d", floor(m / 1000000), m % 1000000)
-end
-
--- Requests -------------------------------------------------------------------
-
-local function read_body()
-  ngx.req.read_body()
-  local body = ngx.req.get_body_data()
-  if not body then
-    local file = ngx.req.get_body_file()
-    body = file and read_file(file) or ""
-  end
-  return body
-end
-
-local function lower_headers()
-  local h = {}
-  for k, v in pairs(ngx.req.get_headers(0)) do
-    h[k:lower()] = type(v) == "table" and concat(v, ", ") or v
-  end
-  return h
-end
-
-local function record(list, method, body)
-  local entry = { method = method, uri = ngx.var.request_uri, headers = lower_headers(),
-                  body = body or "" }
-  list[#list + 1] = entry
-  if list == requests then
-    recorded_bytes = recorded_bytes + #entry.body
-    while recorded_bytes > MAX_RECORDED_BYTES and #requests > 1 do
-      recorded_bytes = recorded_bytes - #remove(requests, 1).body
-    end
-  end
-  return entry
-end
+-- Who may ask ------------------------------------------------------------------
 
 local function authorized()
   if not cfg.key then return true end
@@ -395,117 +122,10 @@ local function signature_error(method, body)
   return nil
 end
 
--- Sending with faults ----------------------------------------------------------
-
-local function status_line(status)
-  return format("HTTP/1.1 %d %s\r\n", status, REASONS[status] or "Unknown")
-end
-
--- The header block of RESP as raw text. Content-Length comes first, so a
--- cut inside a later header line still leaves a client (curl, libcurl)
--- knowing that the response was incomplete.
-local function header_block(resp, content_length)
-  local lines = { status_line(resp.status) }
-  if content_length then lines[#lines + 1] = "Content-Length: " .. content_length .. "\r\n" end
-  lines[#lines + 1] = "Content-Type: " .. resp.ctype .. "\r\n"
-  lines[#lines + 1] = "Server: omixa-serve\r\n"
-  lines[#lines + 1] = "Date: " .. ngx.http_time(ngx.time()) .. "\r\n"
-  for k, v in pairs(resp.headers) do
-    if type(v) == "table" then
-      for _, x in ipairs(v) do lines[#lines + 1] = k .. ": " .. tostring(x) .. "\r\n" end
-    else
-      lines[#lines + 1] = k .. ": " .. tostring(v) .. "\r\n"
-    end
-  end
-  lines[#lines + 1] = "Connection: close\r\n\r\n"
-  return concat(lines)
-end
-
--- Write raw bytes on the connection, then drop it (no more response).
-local function raw_then_close(data)
-  ngx.flush(true)
-  local sock, err = ngx.req.socket(true)
-  if not sock then
-    ngx.log(ngx.ERR, "omixa serve: raw socket: ", err)
-    return ngx.exit(444)
-  end
-  if data ~= "" then sock:send(data) end
-  return ngx.exit(444)
-end
-
-local function sleep(s)
-  s = tonumber(s)
-  if s and s > 0 then ngx.sleep(s) end
-end
-
-local MAX_PAD = 256 * 1024 * 1024
-
--- Send RESP shaped by fault F: transport faults (pad, cut, truncate,
--- chunked, trickle, gzip) apply to whatever response was built.
-local function send(resp, f)
-  local body = resp.body
-  if tonumber(f.pad) and tonumber(f.pad) > 0 then
-    body = body .. rep(" ", min(MAX_PAD, floor(tonumber(f.pad))))
-  end
-  if f.gzip and find(ngx.var.http_accept_encoding or "", "gzip", 1, true) and body ~= "" then
-    body = png.gzip(body)
-    resp.headers["Content-Encoding"] = "gzip"
-  end
-  if f.cut == "mid_headers" then
-    -- status line, Content-Length, then half a header line: no blank line
-    local head = header_block(resp, #body)
-    local at = find(head, "Content-Type: ", 1, true)
-    return raw_then_close(sub(head, 1, at + 17))
-  end
-  if f.cut == "mid_body" or f.truncate then
-    local keep = f.cut == "mid_body" and floor(#body / 2) or max(0, #body - max(1, min(64, floor(#body / 4))))
-    return raw_then_close(header_block(resp, #body) .. sub(body, 1, keep))
-  end
-  local trickle = type(f.trickle) == "table" and f.trickle or nil
-  if not f.chunked and not trickle then
-    resp.body = body
-    return send_plain(resp)
-  end
-  set_headers(resp)
-  if not f.chunked then ngx.header["Content-Length"] = #body end
-  local step = trickle and max(1, floor(tonumber(trickle.bytes) or 1))
-    or max(1, floor(tonumber(f.chunk_size) or 1000))
-  local interval = trickle and tonumber(trickle.interval) or 0
-  local i = 1
-  if #body == 0 then ngx.send_headers() end
-  while i <= #body do
-    ngx.print(sub(body, i, i + step - 1))
-    local ok, err = ngx.flush(true)
-    if not ok then ngx.log(ngx.INFO, "omixa serve: client went away: ", err); return ngx.exit(444) end
-    i = i + step
-    if i <= #body then sleep(interval) end
-  end
-  return ngx.exit(ngx.OK)
-end
-
--- The response for a fault with its own status (an error or a raw body).
-local function fault_response(f)
-  local status = floor(tonumber(f.status))
-  local kind = f.body
-  if kind == nil then kind = status >= 400 and "envelope" or "empty" end
-  if kind == "envelope" then
-    return new_response(status, envelope(status, f.type, f.code, f.message))
-  elseif kind == "html" then
-    local title = status .. " " .. (REASONS[status] or "Error")
-    return new_response(status, format(
-      "<html>\r\n<head><title>%s</title></head>\r\n<body>\r\n<center><h1>%s</h1></center>\r\n"
-      .. "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
-      title, title), "text/html")
-  elseif kind == "empty" then
-    return new_response(status, "", f.content_type or "application/json")
-  end
-  local s = tostring(kind)
-  return new_response(status, s, f.content_type
-    or ((find(s, "^%s*[%[{]") and "application/json") or "text/plain"))
-end
-
 -- Generation -------------------------------------------------------------------
 
+-- The request as the catalog sees it ("stream" is the transport's, not a
+-- field of the catalog).
 local function validate(req)
   if type(req) ~= "table" then return nil, "request body must be a JSON object" end
   local copy = {}
@@ -514,13 +134,7 @@ local function validate(req)
     if type(copy.stream) ~= "boolean" then return nil, "field 'stream' must be a boolean" end
     copy.stream = nil
   end
-  if schema then return schema.check_wire(copy) end
-  if type(req.model) ~= "string" or req.model == "" then return nil, "field 'model' is required" end
-  if type(req.prompt) ~= "string" or req.prompt == "" then return nil, "field 'prompt' is required" end
-  if req.n ~= nil and (type(req.n) ~= "number" or req.n ~= floor(req.n) or req.n < 1 or req.n > 10) then
-    return nil, "field 'n' must be an integer from 1 to 10"
-  end
-  return true
+  return schema.check_wire(copy)
 end
 
 local function b64_of(bytes, f)
@@ -537,26 +151,43 @@ local function count_of(req, f)
   return n
 end
 
+-- What N images of SPEC bill: the fault's billed_amount, else price x N.
+local function billed_amount(spec, n, f)
+  if type(f.billed_amount) == "string" then return f.billed_amount end
+  return state.amount(state.micros(spec and spec.price) * n)
+end
+
 local function usage_json(spec, n, f)
   if f.no_usage then return nil end
-  local billed = type(f.billed_amount) == "string" and f.billed_amount
-    or amount(micros(spec and spec.price) * n)
-  return format('{"billed_amount":%s}', jstr(billed))
+  return format('{"billed_amount":%s}', jstr(billed_amount(spec, n, f)))
+end
+
+-- An answer delivering N images: into the billing totals.
+local function bill(spec, n, f)
+  if n > 0 then state.bill(billed_amount(spec, n, f), n) end
+end
+
+local function image_for(req, spec, f, variant)
+  return images.for_request(req, spec and spec.family or "google", variant,
+    not variant and tonumber(f.image_bytes) or nil, f.noise)
 end
 
 local function success_response(req, spec, f)
-  local family = spec and spec.family or "google"
-  local bytes, mime = image_for(req, family)
+  local bytes, mime = image_for(req, spec, f)
+  local status = tonumber(f.status) and floor(tonumber(f.status)) or 200
   if f.raw_image then
-    return new_response(200, bytes, mime)
-  end
-  if f.malformed then
-    return new_response(200, format('{"created":%d,"data":[{"b64_json":"%s",', ngx.time(),
-      sub(ngx.encode_base64(sub(bytes, 1, 60)), 1, 40)))
+    bill(spec, 1, f)
+    return http.new_response(200, bytes, mime)
   end
   local n = count_of(req, f)
+  if f.empty_data then n = 0 end
+  if status < 300 then bill(spec, n, f) end
+  if f.malformed then
+    return http.new_response(200, format('{"created":%d,"data":[{"b64_json":"%s",', ngx.time(),
+      sub(ngx.encode_base64(sub(bytes, 1, 60)), 1, 40)))
+  end
   local items = {}
-  if not f.empty_data then
+  if n > 0 then
     local b64 = b64_of(bytes, f)
     local extra = type(f.revised_prompt) == "string" and (',"revised_prompt":' .. jstr(f.revised_prompt)) or ""
     for i = 1, n do
@@ -564,14 +195,14 @@ local function success_response(req, spec, f)
         local base = type(f.url_base) == "string" and f.url_base
           or (ngx.var.scheme .. "://" .. (ngx.var.http_host or ("127.0.0.1:" .. ngx.var.server_port)))
         items[i] = format('{"b64_json":null,"url":%s%s}',
-          jstr(base .. "/_omixa/images/" .. store_image(bytes, mime)), extra)
+          jstr(base .. "/_omixa/images/" .. state.store_image(bytes, mime)), extra)
       else
         items[i] = '{"b64_json":"' .. b64 .. '","url":null' .. extra .. '}'
       end
     end
   end
-  local usage = usage_json(spec, f.empty_data and 0 or n, f)
-  return new_response(tonumber(f.status) and floor(tonumber(f.status)) or 200,
+  local usage = usage_json(spec, n, f)
+  return http.new_response(status,
     format('{"created":%d,"data":[%s]%s}', ngx.time(), concat(items, ","),
       usage and (',"usage":' .. usage) or ""))
 end
@@ -580,7 +211,6 @@ end
 -- partial_image events then a completed event, then data: [DONE].
 local function send_stream(req, spec, f)
   local nl = f.sse_crlf and "\r\n" or "\n"
-  local family = spec and spec.family or "google"
   local n = count_of(req, f)
   local partials = tonumber(f.partials) or 1
   local heartbeats = tonumber(f.heartbeats) or 1
@@ -589,7 +219,7 @@ local function send_stream(req, spec, f)
   ngx.status = 200
   ngx.header["Content-Type"] = "text/event-stream"
   ngx.header["Cache-Control"] = "no-cache"
-  ngx.header["x-request-id"] = f.request_id or request_id()
+  ngx.header["x-request-id"] = f.request_id or http.request_id()
   if type(f.headers) == "table" then
     for k, v in pairs(f.headers) do ngx.header[k] = v end
   end
@@ -609,12 +239,12 @@ local function send_stream(req, spec, f)
     ngx.print(concat(lines))
     local ok = ngx.flush(true)
     if not ok then return ngx.exit(444) end
-    sleep(interval)
+    http.sleep(interval)
   end
   for _ = 1, heartbeats do
     ngx.print(": keep-alive" .. nl .. nl)
     ngx.flush(true)
-    sleep(interval)
+    http.sleep(interval)
   end
   if f.sse_data_shape then
     -- one frame carrying the non-streaming {"created","data":[...]} shape
@@ -622,11 +252,12 @@ local function send_stream(req, spec, f)
     ngx.flush(true)
     return ngx.exit(ngx.OK)
   end
+  if not (f.stream_error or f.stream_end_early) then bill(spec, n, f) end
   local usage = usage_json(spec, n, f)
   for i = 1, n do
     local w, h
     for k = 0, partials - 1 do
-      local bytes, _, pw, ph = image_for(req, family, k + 1)
+      local bytes, _, pw, ph = image_for(req, spec, f, k + 1)
       w, h = pw, ph
       event("image_generation.partial_image", {
         '"type":"image_generation.partial_image"',
@@ -635,13 +266,13 @@ local function send_stream(req, spec, f)
         '"created_at":' .. created,
         '"output_format":' .. jstr(req.output_format or "png") })
       if f.stream_error then
-        event("error", { '"error":' .. sub(envelope(500, "server_error", "stream_error",
+        event("error", { '"error":' .. sub(http.envelope(500, "server_error", "stream_error",
           "The provider failed while generating."), 10, -2) })
         return ngx.exit(ngx.OK)
       end
     end
     if f.stream_end_early then return ngx.exit(ngx.OK) end
-    local bytes, _, fw, fh = image_for(req, family)
+    local bytes, _, fw, fh = image_for(req, spec, f)
     w, h = fw or w, fh or h
     local members = {
       '"type":"image_generation.completed"',
@@ -658,85 +289,35 @@ local function send_stream(req, spec, f)
   return ngx.exit(ngx.OK)
 end
 
--- Every field a fault may carry: a misspelt one is refused, so that a test
--- never passes because its fault silently did nothing.
-local FAULT_FIELDS = {}
-for name in ([[delay status body message type code content_type retry_after retry_after_ms
-    headers request_id cut truncate malformed bad_base64 escape_slashes url_only url_base
-    raw_image empty_data revised_prompt cap_n billed_amount no_usage chunked chunk_size
-    trickle gzip pad partials heartbeats interval sse_crlf sse_multiline sse_data_only
-    stream_error stream_end_early sse_data_shape]]):gmatch("%S+") do
-  FAULT_FIELDS[name] = true
-end
-local CUTS = { before_status = true, mid_headers = true, mid_body = true }
-
-local function check_fault(f)
-  if type(f) ~= "table" or (next(f) ~= nil and f[1] ~= nil) then return nil, "a fault must be a JSON object" end
-  for k in pairs(f) do
-    if not FAULT_FIELDS[k] then return nil, "unknown fault field '" .. tostring(k) .. "'" end
-  end
-  if f.cut ~= nil and not CUTS[f.cut] then
-    return nil, "fault field 'cut' must be before_status, mid_headers or mid_body"
-  end
-  if f.status ~= nil and not (tonumber(f.status) and tonumber(f.status) >= 100 and tonumber(f.status) <= 999) then
-    return nil, "fault field 'status' must be an HTTP status code"
-  end
-  if f.trickle ~= nil and (type(f.trickle) ~= "table" or not tonumber(f.trickle.bytes)) then
-    return nil, "fault field 'trickle' must be { bytes = k, interval = s }"
-  end
-  if f.pad ~= nil and not tonumber(f.pad) then
-    return nil, "fault field 'pad' must be a number of bytes"
-  end
-  if f.headers ~= nil and type(f.headers) ~= "table" then
-    return nil, "fault field 'headers' must be an object"
-  end
-  return true
-end
-
-local function take_fault()
-  local hdr = ngx.var.http_x_omixa_fault
-  if hdr then
-    local f = cjson.decode(hdr)
-    local ok, err = check_fault(f)
-    if not ok then return nil, "X-Omixa-Fault: " .. err end
-    return f
-  end
-  return remove(faults, 1) or {}
-end
-
 local function generation()
   local method = ngx.req.get_method()
-  local body = read_body()
-  record(requests, method, body)
+  local body = http.read_body()
+  state.record(state.requests, method, body, http.lower_headers())
   if method ~= "POST" then
     return simple(405, "Use POST for " .. GEN_PATH .. ".", "method_not_allowed", { Allow = "POST" })
   end
-  local f, ferr = take_fault()
+  local f, ferr = faults.take()
   if not f then return simple(400, ferr, "bad_fault") end
-
-  sleep(f.delay)
-  if f.cut == "before_status" then return ngx.exit(444) end
+  faults.before(f)
 
   local resp
-  local req, spec
-  if tonumber(f.status) and (tonumber(f.status) >= 400 or f.body ~= nil) then
-    resp = fault_response(f)
+  if faults.own_status(f) then
+    resp = faults.response(f)
   elseif not authorized() then
-    resp = error_response(401, "Invalid API key.", "invalid_api_key", "authentication_error")
+    resp = http.error_response(401, "Invalid API key.", "invalid_api_key", "authentication_error")
   elseif signature_error(method, body) then
-    resp = error_response(401, signature_error(method, body), "invalid_signature", "authentication_error")
+    resp = http.error_response(401, signature_error(method, body), "invalid_signature", "authentication_error")
   else
-    local perr
-    req, perr = cjson.decode(body)
+    local req, perr = cjson.decode(body)
     if type(req) ~= "table" then
-      resp = error_response(422, "request body is not valid JSON" .. (perr and (": " .. perr) or ""))
+      resp = http.error_response(422, "request body is not valid JSON" .. (perr and (": " .. perr) or ""))
     else
       local ok, verr = validate(req)
-      spec = type(req.model) == "string" and models[req.model] or nil
+      local spec = type(req.model) == "string" and models[req.model] or nil
       if not ok then
-        resp = error_response(422, verr)
+        resp = http.error_response(422, verr)
       elseif req.stream == true and not (spec and spec.streaming) then
-        resp = error_response(422, format("model '%s' does not support streaming", tostring(req.model)))
+        resp = http.error_response(422, format("model '%s' does not support streaming", tostring(req.model)))
       elseif req.stream == true then
         return send_stream(req, spec, f)
       else
@@ -744,14 +325,8 @@ local function generation()
       end
     end
   end
-
-  resp.headers["x-request-id"] = f.request_id or request_id()
-  if f.retry_after ~= nil then resp.headers["Retry-After"] = tostring(f.retry_after) end
-  if f.retry_after_ms ~= nil then resp.headers["retry-after-ms"] = tostring(f.retry_after_ms) end
-  if type(f.headers) == "table" then
-    for k, v in pairs(f.headers) do resp.headers[k] = v end
-  end
-  return send(resp, f)
+  faults.add_headers(resp, f)
+  return faults.send(resp, f)
 end
 
 local function list_models()
@@ -766,53 +341,7 @@ local function list_models()
     end
   end
   table.sort(data, function(a, b) return a.id < b.id end)
-  return send_json({ object = "list", data = data })
-end
-
--- Control API ------------------------------------------------------------------
-
-local function control(uri, method)
-  if uri == "/_omixa/health" then
-    return send_json({ ok = true, key_required = cfg.key ~= nil, signing_required = cfg.signing_secret ~= nil })
-  elseif uri == "/_omixa/faults" then
-    if method == "GET" then return send_plain(new_response(200, encode(faults))) end
-    if method == "DELETE" then faults = {}; return send_json({ ok = true, queued = 0 }) end
-    if method == "POST" or method == "PUT" then
-      local list = cjson.decode(read_body())
-      if type(list) ~= "table" then
-        return simple(422, "faults: body must be a JSON array of fault objects", "validation_error")
-      end
-      if list[1] == nil and next(list) ~= nil then list = { list } end -- one object
-      for i, f in ipairs(list) do
-        local ok, ferr = check_fault(f)
-        if not ok then return simple(422, format("faults[%d]: %s", i, ferr), "validation_error") end
-      end
-      if method == "PUT" then faults = {} end
-      for _, f in ipairs(list) do faults[#faults + 1] = f end
-      return send_json({ ok = true, queued = #faults })
-    end
-    return simple(405, "faults: use GET, POST, PUT or DELETE", "method_not_allowed", { Allow = "GET, POST, PUT, DELETE" })
-  elseif uri == "/_omixa/requests" or uri == "/_omixa/fetches" then
-    local which = uri == "/_omixa/requests" and requests or fetches
-    if method == "GET" then return send_plain(new_response(200, encode(which))) end
-    if method == "DELETE" then
-      if which == requests then requests, recorded_bytes = {}, 0 else fetches = {} end
-      return send_json({ ok = true })
-    end
-    return simple(405, "use GET or DELETE", "method_not_allowed", { Allow = "GET, DELETE" })
-  elseif uri == "/_omixa/reset" then
-    if method ~= "POST" then return simple(405, "reset: use POST", "method_not_allowed", { Allow = "POST" }) end
-    faults, requests, recorded_bytes, fetches, images, image_ids = {}, {}, 0, {}, {}, {}
-    return send_json({ ok = true })
-  end
-  local id = uri:match("^/_omixa/images/([%w_-]+)$")
-  if id then
-    record(fetches, method)
-    local img = images[id]
-    if not img then return simple(404, "No such image.", "not_found") end
-    return send_plain(new_response(200, img.bytes, img.mime))
-  end
-  return simple(404, "No such control endpoint: " .. uri, "not_found")
+  return http.send_json({ object = "list", data = data })
 end
 
 function M.handle()
@@ -824,11 +353,11 @@ function M.handle()
     if not authorized() then return simple(401, "Invalid API key.", "invalid_api_key") end
     -- Signing covers every request (METHOD is part of what is signed), so a
     -- GET signs the empty body.
-    local serr = signature_error(method, read_body())
+    local serr = signature_error(method, http.read_body())
     if serr then return simple(401, serr, "invalid_signature") end
     return list_models()
   end
-  if sub(uri, 1, 8) == "/_omixa/" then return control(uri, method) end
+  if sub(uri, 1, 8) == "/_omixa/" then return control.handle(uri, method, cfg) end
   return simple(404, "No such endpoint: " .. uri, "not_found")
 end
 

@@ -1,8 +1,11 @@
--- omixa.serve: the launcher of `omixa serve`, the local stand-in service.
--- It writes an nginx configuration into a state directory, starts Debian's
--- nginx with the Lua module (one process, the handler in handler.lua), waits
--- until it accepts connections, and prints the base URL. Runs on Lua 5.1-5.4
--- and LuaJIT; uses luv for port picking, spawning, signals and probing.
+-- omixa.serve: the launcher of `omixa serve`, the local stand-in service:
+-- starting the server. It picks the port, makes the TLS certificates, writes
+-- an nginx configuration into a state directory, starts Debian's nginx with
+-- the Lua module (one process), waits until it accepts connections, prints
+-- the base URL, and stops nginx again. Runs on Lua 5.1-5.4 and LuaJIT; uses
+-- luv for port picking, spawning, signals and probing. What nginx runs is
+-- the request handler (handler.lua: the service's protocol), the fault
+-- injection (faults.lua) and the control API for tests (control.lua).
 --
 --   require("omixa.serve").main(argv) -> exit code   (argv: the words after `serve`)
 --
@@ -40,7 +43,8 @@ DIR/pid); `omixa serve --stop DIR` stops it.
 
 Environment: OMIXA_SERVE_KEY, OMIXA_SERVE_SIGNING_SECRET, OMIXA_NGINX (nginx binary),
 OMIXA_NGINX_MODULES (directory of ndk_http_module.so and ngx_http_lua_module.so).
-Tests drive faults through the control API under /_omixa/ (see handler.lua).
+Tests drive faults through the control API under /_omixa/ (see the module
+omixa.serve.control; the faults are in omixa.serve.faults).
 ]]
 
 local DEFAULT_PORT = 8787
@@ -68,13 +72,7 @@ local function exists(path)
   return uv.fs_stat(path) ~= nil
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file = require("omixa.serve.files").read
 
 local function write_file(path, data, mode)
   local fd, err = uv.fs_open(path, "w", mode or 420) -- 0644
@@ -136,7 +134,6 @@ local function lua_root()
   local src = debug.getinfo(1, "S").source
   src = src:sub(1, 1) == "@" and src:sub(2) or src
   local root = src:match("^(.*)/omixa/serve/init%.lua$")
-    or src:match("^(.*)/omixa/serve%.lua$")
   if not root then
     -- loaded some other way: find it on package.path
     for tmpl in package.path:gmatch("[^;]+") do

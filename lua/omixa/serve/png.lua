@@ -96,8 +96,10 @@ end
 -- with the size so that at most ~1024 distinct columns and rows are
 -- computed): a repeated pixel is a zero under the Sub filter and a repeated
 -- row is all zeros under the Up filter, so a 4096x4096 picture costs about
--- what a 1024x1024 one does, and deflates to little.
-function M.render(w, h, seed)
+-- what a 1024x1024 one does, and deflates to little. noise = true adds
+-- random steps of 0..7 to every filtered byte: a picture that does not
+-- compress (4096x4096: about 20 MB), for tests of large answers.
+function M.render(w, h, seed, noise)
   seed = seed or 0
   local h1 = (seed % 360) / 360
   local h2 = (h1 + 0.22 + (floor(seed / 360) % 20) / 100) % 1
@@ -137,11 +139,40 @@ function M.render(w, h, seed)
       end
     end
   end
+  if noise then
+    local x = seed % 4294967295 + 1 -- xorshift32, never 0
+    for y = 0, h - 1 do
+      local row = y * stride
+      for o = row + 1, row + stride - 1 do
+        x = bxor(x, bit.lshift(x, 13)); x = bxor(x, rshift(x, 17)); x = bxor(x, bit.lshift(x, 5))
+        raw[o] = raw[o] + band(x, 7)
+      end
+    end
+  end
   local idat = M.deflate(raw, stride * h, 1, false, 3)
   return "\137PNG\r\n\26\n"
     .. chunk("IHDR", be32(w) .. be32(h) .. "\8\2\0\0\0")
     .. chunk("IDAT", idat)
     .. chunk("IEND", "")
+end
+
+-- PNG (from M.render) grown to TOTAL bytes by an ancillary, private,
+-- safe-to-copy chunk "omXp" of pseudo-random bytes (from SEED) just before
+-- IEND: decoders skip it, so the picture is the same; PNG itself when TOTAL
+-- leaves no room for the chunk's 12 bytes of framing.
+function M.pad(p, total, seed)
+  local n = floor(total) - #p - 12
+  if n < 0 then return p end
+  local words = floor((n + 3) / 4)
+  local buf = ffi.new("uint32_t[?]", max(words, 1))
+  local x = bit.bor(band(seed or 1, 0x7fffffff), 1)
+  for i = 0, words - 1 do -- xorshift32
+    x = bxor(x, bit.lshift(x, 13))
+    x = bxor(x, rshift(x, 17))
+    x = bxor(x, bit.lshift(x, 5))
+    buf[i] = x
+  end
+  return p:sub(1, #p - 12) .. chunk("omXp", ffi.string(buf, n)) .. p:sub(-12)
 end
 
 return M

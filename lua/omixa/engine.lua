@@ -1,13 +1,15 @@
--- omixa.job — requests as jobs on one client's transport (libcurl multi):
--- the retry policy, back-off as deadlines (never sleeps), url-only image
--- downloads, the concurrency limit, and the engine that drives them all.
--- The blocking client:generate is a job waited for.
+-- omixa.engine — requests as jobs on one client's transport (libcurl multi):
+-- attempts, back-off as deadlines (never sleeps), the call's deadline as
+-- transfer timeouts, url-only image downloads, the concurrency limit, and
+-- the loop that drives them all. No policy: whether to try again and how
+-- long to wait is the client's (spec.next_attempt), what a failure is is
+-- omixa.errors'. The blocking client:generate is a job waited for.
 --
---   local eng = job.engine(opts)       -- one per client
---   local j = job.start(eng, spec)     -- queued, or sent at once
+--   local eng = engine.new(opts)       -- one per client
+--   local j = engine.start(eng, spec)  -- queued, or sent at once
 --   j:poll() j:done() j:result() j:wait([t]) j:cancel() j:progress()
---   job.drive(eng, timeout)            -- one round of I/O and bookkeeping
---   job.leader(eng, key) / job.follow(eng, spec, hooks)
+--   engine.drive(eng, timeout)         -- one round of I/O and bookkeeping
+--   engine.leader(eng, key) / engine.follow(eng, spec, hooks)
 --                                      -- a job that waits for an identical
 --                                      -- one in flight instead of sending
 --
@@ -16,22 +18,21 @@
 -- that was driving (and from that job's result()).
 
 local core = require "omixa.core"
-local response = require "omixa.response"
+local decode = require "omixa.decode"
 local errors = require "omixa.errors"
-local stream = require "omixa.stream"
+local request = require "omixa.request"
+local stream = decode.stream
 local debuglog = require "omixa.debuglog"
 
 local type, ipairs, pairs, pcall, error, setmetatable, tostring =
   type, ipairs, pairs, pcall, error, setmetatable, tostring
 local match, lower, format = string.match, string.lower, string.format
-local min, random, huge = math.min, math.random, math.huge
+local min, max, huge = math.min, math.max, math.huge
 local remove, concat = table.remove, table.concat
 local now = core.now
 
 local M = {}
 
-local MAX_RETRY_AFTER = 60
-local EXCERPT = 2048
 
 -- Each job's API key lives here, not in the job table, so that printing or
 -- inspecting a job (vim.inspect, serpent, ...) can never show it.
@@ -43,7 +44,7 @@ Job.__name = "omixa.job"
 
 -- ---- the engine: one per client ----
 
-function M.engine(opts)
+function M.new(opts)
   return {
     multi = core.multi(),
     concurrency = opts.concurrency or 4,
@@ -102,23 +103,12 @@ local function log_transfer(owner, tr)
   log(j, "< %s %s: %.3fs, %d bytes sent, %d received", outcome, what, now() - owner.started, sent, received)
 end
 
-local function origin(url)
-  local o = match(url, "^([%a][%w%+%.%-]*://[^/?#]*)")
-  return o and lower(o)
-end
-
--- Whether an attempt's failure may be tried again under the policy.
-local function may_retry(f, curl_code, retry_unknown)
-  if f.kind == "api" then return errors.retry_status[f.status] == true end
-  if f.maybe_billed then return retry_unknown and f.kind ~= "cancelled" and f.kind ~= "too_large" end
-  if f.kind == "network" or f.kind == "timeout" then return not f.sent end
-  if f.kind == "tls" then return curl_code == 35 and not f.sent end
-  return false
-end
-
-local function backoff(k)
-  local base = min(0.5 * 2 ^ k, 8)
-  return base - base * 0.25 * random()
+-- An attempt's timeout, cut to what is left of the call's deadline (at
+-- least a millisecond: 0 would mean no timeout to libcurl).
+local function within_deadline(j, timeout)
+  local left = max(j.deadline_at - now(), 0.001)
+  if not timeout or timeout <= 0 then return left end
+  return min(timeout, left)
 end
 
 local function progress_table(phase, sent, send_total, received, receive_total, attempt)
@@ -174,11 +164,19 @@ local function finish(j, images, info_or_err)
     if not ok then defer_raise(j.eng, err) end
   end
   -- after the hook: a success is in the cache before its waiters see it
-  if leading then settle_waiters(j.eng, key, images, info_or_err) end
+  if leading then
+    settle_waiters(j.eng, key, images, info_or_err)
+    -- no waiter sends it now: the claim on the key ends (spec.unclaim)
+    if j.eng.inflight[key] == nil and j.spec.unclaim then
+      local ok, err = pcall(j.spec.unclaim)
+      if not ok then defer_raise(j.eng, err) end
+    end
+  end
 end
 
 local function finish_error(j, f)
   f.attempts = f.attempts or j.attempt
+  f.idempotent = j.spec.idempotent
   f.secrets = { keys[j] }
   finish(j, nil, errors.new(f))
 end
@@ -203,7 +201,7 @@ function settle_waiters(eng, key, images, res)
     local w = list and list[1]
     if not w then return end
     if eng.closed then
-      finish_error(w, { kind = "cancelled", message = "the client was closed", maybe_billed = false, attempts = 0 })
+      finish_error(w, { kind = "cancelled", message = "the client was closed", sent = false, attempts = 0 })
     elseif images then
       local ok, shared, info = pcall(w.hooks.share, images, res)
       if ok then
@@ -235,6 +233,10 @@ end
 
 local function send_attempt(j)
   local spec = j.spec
+  local left = j.deadline_at and j.deadline_at - now()
+  if left and left <= 0 then
+    return finish_error(j, { kind = "timeout", sent = false, message = "the call's deadline passed before it was sent" })
+  end
   j.attempt = j.attempt + 1
   local ok, key, kerr = pcall(spec.api_key)
   if not ok then return finish_raise(j, key) end
@@ -244,9 +246,10 @@ local function send_attempt(j)
   local req = spec.transfer_options{
     url = spec.url, method = method, body = spec.body,
     headers = add_extra_headers(spec, spec.header_lines(key), method, spec.url, spec.body),
-    -- an image answer is decoded while it arrives (response.parse takes the result)
+    -- an image answer is decoded while it arrives (decode.parse takes the result)
     scan_images = spec.parse == nil,
   }
+  if left then req.timeout = within_deadline(j, req.timeout) end
   local on_progress = spec.co.on_progress
   if on_progress then
     local attempt = j.attempt
@@ -298,8 +301,6 @@ local function feed(j, chunk)
   end
   if not fed then
     abort_transfer(j)
-    fields.sent = true
-    fields.maybe_billed = fields.kind ~= "api"
     finish_error(j, fields)
     return false
   end
@@ -329,18 +330,20 @@ local function start_downloads(j, images, info, pending)
   j.downloads = {}
   for _, p in ipairs(pending) do
     local url = p.url
-    if not match(lower(url), "^https?://") then
-      return finish_error(j, { kind = "protocol", maybe_billed = true, sent = true,
+    if not request.web_scheme(url) then
+      return finish_error(j, { kind = "protocol", billed = true, sent = true,
         message = "image url is not http(s): " .. url:sub(1, 200) })
     end
     local hdrs = {}
     -- The key and the signature go only to the service's own origin, and
     -- never in clear text where the client would not send them.
-    if origin(url) == origin(spec.url) then
+    if request.origin(url) == request.origin(spec.url) then
       if keys[j] then hdrs[1] = "Authorization: Bearer " .. keys[j] end
       add_extra_headers(spec, hdrs, "GET", url, "")
     end
-    local t = j.eng.multi:add(spec.transfer_options{ url = url, method = "GET", headers = hdrs })
+    local req = spec.transfer_options{ url = url, method = "GET", headers = hdrs }
+    if j.deadline_at then req.timeout = within_deadline(j, req.timeout) end
+    local t = j.eng.multi:add(req)
     j.downloads[#j.downloads + 1] = t
     j.eng.by_transfer[t] = { job = j, what = "download", index = p.index, started = now() }
     if j.eng.log then log(j, "> GET %s (image %d): %s", url, p.index, shown_headers(hdrs)) end
@@ -371,7 +374,7 @@ local function on_main(j, tr)
       if go_on == false then
         body:close()
         return finish_error(j, { kind = "cancelled", message = "cancelled by the progress callback",
-                                 maybe_billed = true, status = res.status })
+                                 sent = true, status = res.status })
       end
     end
     local sse = j.sse
@@ -391,17 +394,15 @@ local function on_main(j, tr)
       end
       f = info
       f.sent, f.status = true, f.status or res.status
-      f.maybe_billed = f.kind ~= "api"
       f.attempts = j.attempt
-      f.retryable = f.maybe_billed
       return finish_error(j, f)
     end
     -- The transfer keeps its result table until its own finalizer: the
     -- images must not wait that long (they can be megabytes).
-    local scanned = { model = spec.model, images = res.images, rest = res.rest,
+    local scanned = { model = spec.model, n = spec.n, images = res.images, rest = res.rest,
                       scan_error = res.scan_error, scan_what = res.scan_what }
     res.images, res.rest = nil, nil
-    local images, info, pending = (spec.parse or response.parse)(res.status, res.headers, body, scanned)
+    local images, info, pending = (spec.parse or decode.parse)(res.status, res.headers, body, scanned)
     body:close()
     if images then
       info.attempts = j.attempt
@@ -419,32 +420,32 @@ local function on_main(j, tr)
     f = terr
     curl_code = terr.curl_code
     local st = terr.status
-    f.maybe_billed = terr.sent and f.kind ~= "config" and (st == nil or (st >= 200 and st <= 299))
     if st and st >= 300 and f.kind ~= "cancelled" and f.kind ~= "too_large" then
       -- The status line already said the service did not do the work: an
       -- api error (retried when its status is), whatever cut the rest.
       f.message = format("HTTP %d, then %s", st, tostring(f.message))
       f.kind = "api"
+      f.envelope = true -- the service's own status line, its body cut: not a proxy's page
     end
     local buf = terr.body
-    f.body = buf and buf:string(1, EXCERPT)
+    f.body = errors.excerpt(buf)
     if buf then buf:close() end
-    if terr.headers then f.request_id = response.request_id(terr.headers) end
+    if not terr.received then f.headers = nil end
+    f.request_id = errors.request_id(f.headers)
     if f.kind == "cancelled" then
       f.message = j.cancelled and "cancelled" or "cancelled by the progress callback"
     end
-    f.headers, f.curl_code, f.received, f.failed = nil, nil, nil, nil
+    f.curl_code, f.received, f.failed = nil, nil, nil
   end
   f.attempts = j.attempt
-  local retry = not j.cancelled and may_retry(f, curl_code, spec.retry_unknown)
-  f.retryable = retry or f.maybe_billed or (f.kind == "api" and errors.retry_status[f.status] == true)
-    or (f.kind == "network" and not f.sent) or (f.kind == "timeout" and not f.sent) or false
-  if not retry or j.attempt > spec.max_retries then return finish_error(j, f) end
-  local wait = f.retry_after
-  if wait and wait > MAX_RETRY_AFTER then return finish_error(j, f) end
+  f.idempotent = spec.idempotent
+  -- the client's policy: another attempt after WAIT seconds, or the end
+  local wait = spec.next_attempt(f, { attempt = j.attempt, cancelled = j.cancelled, curl_code = curl_code,
+                                      deadline_at = j.deadline_at })
+  if not wait then return finish_error(j, f) end
   j.state = "backoff"
   j.last_failure = f
-  j.wait_until = now() + (wait or backoff(j.attempt - 1))
+  j.wait_until = now() + wait
 end
 
 -- An url-only image's download finished.
@@ -457,25 +458,24 @@ local function on_download(j, tr, index)
   local f
   if not res then
     f = { kind = terr.kind, message = "downloading the image from its url failed: " .. tostring(terr.message),
-          status = terr.status, maybe_billed = true, sent = true }
+          status = terr.status, billed = true, sent = true }
     if terr.body then terr.body:close() end
   elseif (res.status or 0) < 200 or res.status > 299 then
-    f = { kind = "api", status = res.status, maybe_billed = true, sent = true, body = res.body:string(1, EXCERPT),
+    f = { kind = "api", status = res.status, billed = true, sent = true, body = errors.excerpt(res.body),
           message = format("downloading the image from its url failed with HTTP %d", res.status) }
     res.body:close()
   end
   if f then
     cancel_downloads(j)
-    f.retryable = true
     return finish_error(j, f)
   end
   local bytes = res.body:string()
   res.body:close()
   local mime = match(lower(res.headers["content-type"] or ""), "^(image/[^;%s]+)")
   j.images_partial[index] = bytes
-  j.info_partial.images[index] = response.image_info(bytes, mime)
+  j.info_partial.images[index] = decode.image_info(bytes, mime)
   if #j.downloads == 0 then
-    local images, info = response.collect(j.images_partial, j.info_partial, j.pending)
+    local images, info = decode.collect(j.images_partial, j.info_partial, j.pending)
     if not images then return finish_error(j, info) end
     info.elapsed = now() - j.started
     finish(j, images, info)
@@ -546,15 +546,18 @@ end
 -- spec = { url =, body = string | omixa.buffer (the job closes a buffer when it
 --   finishes), model =, co = call options, api_key = function()
 --   -> key | nil, err, header_lines = function(key) -> lines,
---   transfer_options = function(req) -> req, max_retries =, retry_unknown =,
+--   transfer_options = function(req) -> req, next_attempt = function(f, at)
+--   -> seconds to wait before the next attempt | nil (the job ends with F;
+--   at = { attempt =, cancelled =, curl_code =, deadline_at = }), deadline =,
 --   and optional hooks: method = "GET" (default "POST"), parse = function(status,
---   headers, body, ctx) -> result, info | nil, fields (default response.parse),
+--   headers, body, ctx) -> result, info | nil, fields (default decode.parse),
 --   extra_headers = function(method, url, body) -> lines (each attempt and
 --   each same-origin download), on_finish = function(job, result, info_or_err) }
 --   share_key = string: the request's identity (its cache key); while
 --   this job is unfinished it is M.leader of that key.
 function M.start(eng, spec)
   local j = setmetatable({ eng = eng, spec = spec, attempt = 0, state = "queued", finished = false }, Job)
+  if spec.deadline then j.deadline_at = now() + spec.deadline end
   if spec.share_key then eng.inflight[spec.share_key] = j end
   eng.queue[#eng.queue + 1] = j
   start_queued(eng)
@@ -580,6 +583,7 @@ function M.follow(eng, spec, hooks)
   local j = setmetatable({ eng = eng, spec = spec, attempt = 0, state = "following", finished = false,
                            hooks = hooks }, Job)
   j.started = now()
+  if spec.deadline then j.deadline_at = j.started + spec.deadline end
   local list = eng.waiting[key]
   if not list then list = {}; eng.waiting[key] = list end
   list[#list + 1] = j
@@ -638,12 +642,12 @@ end
 
 local function cancel(self, eng)
   if self.state == "following" then
-    return finish_error(self, { kind = "cancelled", message = "cancelled", maybe_billed = false, attempts = 0 })
+    return finish_error(self, { kind = "cancelled", message = "cancelled", sent = false, attempts = 0 })
   elseif self.state == "queued" then
     for k, q in ipairs(eng.queue) do
       if q == self then remove(eng.queue, k); break end
     end
-    return finish_error(self, { kind = "cancelled", message = "cancelled", maybe_billed = false, attempts = 0 })
+    return finish_error(self, { kind = "cancelled", message = "cancelled", sent = false, attempts = 0 })
   elseif self.state == "sending" then
     local tr = self.transfer
     tr:cancel()
@@ -655,7 +659,7 @@ local function cancel(self, eng)
                                 maybe_billed = f.maybe_billed, attempts = self.attempt })
   elseif self.state == "downloading" then
     cancel_downloads(self)
-    return finish_error(self, { kind = "cancelled", message = "cancelled", maybe_billed = true,
+    return finish_error(self, { kind = "cancelled", message = "cancelled", billed = true, sent = true,
                                 attempts = self.attempt })
   end
 end
@@ -708,7 +712,7 @@ function M.close(eng)
       local _, terr = tr:result()
       if terr and terr.body then terr.body:close() end
       finish_error(j, { kind = "cancelled", message = "the client was closed",
-                        maybe_billed = owner.what == "download" or (terr ~= nil and terr.sent == true) })
+                        billed = owner.what == "download", sent = terr ~= nil and terr.sent == true })
     end
   end
   for j in pairs(eng.active) do -- waiting out a back-off
@@ -721,11 +725,10 @@ function M.close(eng)
   eng.waiting = {}
   for _, list in pairs(waiting) do
     for _, j in ipairs(list) do
-      finish_error(j, { kind = "cancelled", message = "the client was closed", maybe_billed = false, attempts = 0 })
+      finish_error(j, { kind = "cancelled", message = "the client was closed", sent = false, attempts = 0 })
     end
   end
 end
 
 M.Job = Job
-M.origin = origin -- "scheme://authority", lower-cased: where the key may go
 return M

@@ -1,0 +1,74 @@
+-- The client with a shared store (API.md "Sharing across workers and hosts"):
+-- omixa.new{ store = omixa.store.redis(conn), max_spend = ... } keeps its
+-- budget in Redis, so two clients (two workers, two hosts) share one: what
+-- one spends the other sees and is refused by; a store that cannot be
+-- reached is kind = "store" with nothing sent; a settle the store missed is
+-- sent before anything more is reserved.
+local helpers = require "helpers"
+local rh = require "redis_helper"
+local omixa = require "omixa"
+
+describe("a client with store = omixa.store.redis(...)", function()
+  local srv, redis_srv
+  local price = omixa.models[omixa.models.default].price -- what the stand-in bills an image
+
+  setup(function() srv = helpers.serve() end)
+  teardown(function() if srv then srv:stop() end end)
+  before_each(function()
+    srv:reset()
+    redis_srv = rh.start()
+  end)
+  after_each(function() if redis_srv then redis_srv:stop() end end)
+
+  local function client(s, max_spend)
+    return omixa.new{ base_url = srv.url, api_key = "k", store = s, max_spend = max_spend, max_retries = 0 }
+  end
+
+  it("shares one budget between clients: 2 images fit, the third is refused by either", function()
+    local a = client(omixa.store.redis(redis_srv:connect()), 2 * tonumber(price))
+    local b = client(omixa.store.redis(redis_srv:connect()), 2 * tonumber(price))
+    assert(a:generate{ prompt = "one" })
+    assert(b:generate{ prompt = "two" })
+    assert.equal(price * 2, tonumber(a:spent()))
+    assert.equal(a:spent(), b:spent())
+    for _, c in ipairs{ a, b } do
+      local images, err = c:generate{ prompt = "three" }
+      assert.is_nil(images)
+      assert.equal("budget", err.kind)
+    end
+    assert.equal(2, #srv:requests())
+  end)
+
+  it("fails closed: Redis unreachable is kind = \"store\", nothing sent", function()
+    local c = client(omixa.store.redis(redis_srv:connect()), "1.00")
+    redis_srv:stop()
+    local images, err = c:generate{ prompt = "x" }
+    assert.is_nil(images)
+    assert.equal("store", err.kind)
+    assert.is_false(err.maybe_billed)
+    assert.same({}, srv:requests())
+    local spent, serr = c:spent()
+    assert.is_nil(spent)
+    assert.equal("store", serr.kind)
+  end)
+
+  it("sends a settle the store missed before it reserves anything more (Redis with AOF)", function()
+    redis_srv:stop()
+    redis_srv = rh.start{ persist = true }
+    local conn = redis_srv:connect()
+    local s = omixa.store.redis(function() return conn end)
+    local c = client(s, "1.00")
+    local job = c:start{ prompt = "x" }
+    redis_srv:restart() -- the connection dies while the request is in flight
+    assert(job:wait())
+    conn = redis_srv:connect()
+    assert(c:generate{ prompt = "y" }) -- the missed settle goes first
+    assert.equal(2 * tonumber(price), tonumber(c:spent()))
+  end)
+
+  it("refuses a store without the interface's methods, before anything is sent", function()
+    local ok, err = pcall(function() return omixa.new{ api_key = "k", store = { reserve = function() end } } end)
+    assert.is_false(ok)
+    assert.matches("option 'store' must be an omixa.store", err)
+  end)
+end)

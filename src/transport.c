@@ -1,9 +1,13 @@
 /* transport.c — the libcurl transport, on the multi interface so that a
  * request never has to block its caller.
  *
- *   core.multi() -> multi            one per client: the connection pool,
+ *   core.multi([opts]) -> multi      one per client: the connection pool,
  *                                    TLS sessions and DNS cache of its
- *                                    requests, and a pool of easy handles
+ *                                    requests, a pool of easy handles, and
+ *                                    the image rooms kept for the next
+ *                                    answers: opts.keep_bytes (64 MiB) in
+ *                                    all, given back after opts.keep_idle
+ *                                    (30) seconds without use (sink.c)
  *   multi:add(req) -> transfer       starts a transfer at once
  *   multi:poll(timeout) -> { transfer, ... }   waits up to TIMEOUT seconds
  *                                    (0: not at all; NaN raises; a wait past
@@ -16,6 +20,7 @@
  *                                    may wait between polls
  *   multi:wake_at(t | nil)           also make fd readable at monotonic time T
  *   multi:running() -> integer
+ *   multi:kept() -> bytes            of image rooms kept (0 once closed)
  *   multi:close()                    cancels every transfer; idempotent,
  *                                    __gc, __close
  *   transfer:result() -> res | nil, err     once finished
@@ -386,6 +391,7 @@ static int multi_add(lua_State *L)
     transfer *t;
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
+    omx_rooms_trim(&m->rooms, omx_now());
 
     t = (transfer *)lua_newuserdata(L, sizeof *t);  /* 3 */
     memset(t, 0, sizeof *t);
@@ -490,6 +496,7 @@ static int multi_poll(lua_State *L)
     }
     if (m->wake_at != NO_TIME && m->wake_at <= now)
         m->wake_at = NO_TIME;
+    omx_rooms_trim(&m->rooms, now);
     m->L = NULL;
 
     /* Collect what curl finished, then what ran out of idle time (no byte
@@ -568,6 +575,14 @@ static int multi_wake_at(lua_State *L)
     return 0;
 }
 
+/* kept() -> bytes of the image rooms kept for the next answers */
+static int multi_kept(lua_State *L)
+{
+    multi *m = (multi *)luaL_checkudata(L, 1, OMX_MULTI); /* closed too: 0 */
+    lua_pushinteger(L, (lua_Integer)omx_rooms_kept(&m->rooms));
+    return 1;
+}
+
 static int multi_running(lua_State *L)
 {
     multi *m = check_multi(L, 1);
@@ -600,7 +615,7 @@ static void multi_abandon(lua_State *L, multi *m)
     m->cm = NULL;
     m->share = NULL;
     omx_events_close(&m->ev);
-    omx_rooms_free(m->spare);
+    omx_rooms_free(&m->rooms);
 }
 
 static void multi_free(lua_State *L, multi *m)
@@ -623,7 +638,7 @@ static void multi_free(lua_State *L, multi *m)
      * drop_easy when setup raised): in use, it would only leak. */
     if (m->share) (void)curl_share_cleanup(m->share);
     omx_events_close(&m->ev);
-    omx_rooms_free(m->spare);
+    omx_rooms_free(&m->rooms);
     m->cm = NULL;
     m->share = NULL;
 }
@@ -647,10 +662,40 @@ static int multi_tostring(lua_State *L)
     return 1;
 }
 
+/* The number OPTS.NAME (OPTS at 1), DEF when absent; raises unless it is
+ * a number from 0 to MAX. */
+static double keep_option(lua_State *L, const char *name, double def, double max)
+{
+    double v = def;
+    lua_getfield(L, 1, name);
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "omixa: core.multi: %s must be a number", name);
+        v = (double)lua_tonumber(L, -1);
+        if (!(v >= 0 && v <= max))
+            luaL_error(L, "omixa: core.multi: %s out of range", name);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* core.multi([{ keep_bytes =, keep_idle = }]): the image rooms kept for
+ * the next answers, at most keep_bytes in all (KEEP_BYTES), given back
+ * after keep_idle seconds without use (KEEP_IDLE). */
 static int multi_new(lua_State *L)
 {
-    multi *m = (multi *)lua_newuserdata(L, sizeof *m);
+    size_t keep = KEEP_BYTES;
+    double idle = KEEP_IDLE;
+    multi *m;
+    if (lua_istable(L, 1)) {
+        keep = (size_t)keep_option(L, "keep_bytes", (double)KEEP_BYTES, (double)((size_t)-1 / 2));
+        idle = keep_option(L, "keep_idle", KEEP_IDLE, 1e9);
+    } else if (!lua_isnoneornil(L, 1)) {
+        luaL_argerror(L, 1, "table expected");
+    }
+    m = (multi *)lua_newuserdata(L, sizeof *m);
     memset(m, 0, sizeof *m);
+    omx_rooms_init(&m->rooms, keep, idle);
     m->pid = omx_pid();
     omx_events_init(&m->ev);                        /* closable from here on */
     luaL_getmetatable(L, OMX_MULTI);
@@ -845,6 +890,7 @@ void omx_transport_open(lua_State *L)
         {"poll_interval", multi_poll_interval},
         {"wake_at", multi_wake_at},
         {"running", multi_running},
+        {"kept", multi_kept},
         {"close", multi_close},
         {"__gc", multi_close},
         {"__close", multi_close},

@@ -16,6 +16,8 @@
 
 #define EASY_POOL 8            /* idle easy handles kept for reuse */
 #define SPARES 4               /* big rooms a client keeps (images per answer) */
+#define KEEP_BYTES (64u << 20) /* default cap on the bytes of the rooms kept */
+#define KEEP_IDLE 30.0         /* default seconds without use before they go */
 
 enum phase { PH_NONE, PH_CONNECTING, PH_UPLOADING, PH_WAITING, PH_RECEIVING };
 extern const char *const omx_phase_names[];
@@ -27,6 +29,16 @@ enum abort_reason {
 
 typedef struct multi multi;
 typedef struct scan_sink scan_sink; /* sink.c */
+
+/* The image rooms a multi keeps from one answer to the next (sink.c): at
+ * most KEEP bytes in all, given back by the first add or poll after none
+ * was taken or returned for IDLE seconds (omx_rooms_trim), and when the
+ * multi is closed. */
+typedef struct omx_rooms {
+    omx_buf spare[SPARES];
+    size_t keep;
+    double idle, last_used;
+} omx_rooms;
 
 enum { SCAN_OFF, SCAN_WANTED, SCAN_ON, SCAN_NOT };
 
@@ -71,7 +83,7 @@ struct multi {
     int npool;
     lua_State *L;               /* during poll only */
     int trampoline;             /* its stack index during poll */
-    omx_buf spare[SPARES];      /* image rooms kept for the next response */
+    omx_rooms rooms;            /* image rooms kept for the next response */
     long pid;                   /* the process that made it (see fork, transport.c) */
 };
 
@@ -85,7 +97,13 @@ int omx_request_sent(transfer *t, CURLcode rc);
 size_t omx_on_write(char *p, size_t size, size_t n, void *ud);
 void omx_scan_result(lua_State *L, transfer *t);
 void omx_scan_free(transfer *t);
-void omx_rooms_free(omx_buf *spare); /* the SPARES rooms of a multi */
+void omx_rooms_init(omx_rooms *r, size_t keep, double idle);
+void omx_rooms_free(omx_rooms *r);
+size_t omx_rooms_kept(const omx_rooms *r);
+/* Give them back if they have been idle for their time by NOW (at every
+ * add and poll: never a wake-up of fd() of its own, which a host with no
+ * job left would not expect). */
+void omx_rooms_trim(omx_rooms *r, double now);
 
 /* headers.c */
 size_t omx_on_header(char *p, size_t size, size_t n, void *ud);

@@ -10,11 +10,20 @@
 -- nothing: the runner subtracts that run. P prints the time of one
 -- job:poll() with 8 jobs in flight. C8 and P print "n/a (not built yet)"
 -- while omixa has no non-blocking jobs.
+--
+--   lua omixa.lua BASE WORKLOAD K N BYTES INPUT VERIFY steady
+--
+-- Steady state: one warm-up call, then K calls, each timed alone; prints
+-- one line per call, "call <ms> <minor faults>" (minflt of /proc/self/stat
+-- across the call), then "rss <KiB before the first call> <peak KiB>"
+-- (VmRSS, and VmHWM after the calls: the peak RSS added is their
+-- difference). The previous call's images are garbage before the next.
 local omixa = require "omixa"
 local core = require "omixa.core"
 
 local base, workload, K, N, BYTES, input = arg[1], arg[2], tonumber(arg[3]), tonumber(arg[4]), tonumber(arg[5]), arg[6]
 local verify = arg[7] ~= "-" and arg[7] or nil -- compare with <verify>-<i>.png
+local steady = arg[8] == "steady"
 
 local function expected(i)
   local f = assert(io.open(verify .. "-" .. i .. ".png", "rb"))
@@ -81,6 +90,41 @@ elseif workload == "P" then
   if n == 0 then fail("no poll while 8 jobs were in flight") end
   table.sort(times)
   print(string.format("poll_ms %.6f %.6f %d", times[math.floor((n + 1) / 2)] * 1000, times[n] * 1000, n))
+elseif steady then
+  -- Field 10 of /proc/self/stat (minflt), after the command's ")".
+  local function minflt()
+    local f = assert(io.open("/proc/self/stat", "rb"))
+    local st = f:read("*a")
+    f:close()
+    local n = 2
+    for x in st:match("%) (.*)$"):gmatch("%S+") do
+      n = n + 1
+      if n == 10 then return tonumber(x) end
+    end
+  end
+  local function status_kib(field)
+    local f = assert(io.open("/proc/self/status", "rb"))
+    local st = f:read("*a")
+    f:close()
+    return tonumber(st:match(field .. ":%s*(%d+)"))
+  end
+  local function one(images, info)
+    if not images then fail(info) end
+    check(images)
+  end
+  local rss0 = status_kib("VmRSS")
+  one(client:generate(request)) -- warm-up: connection, first rooms
+  local out = {}
+  for i = 1, K do
+    local f0, t0 = minflt(), core.now()
+    local images, info = client:generate(request)
+    local dt, f1 = core.now() - t0, minflt()
+    one(images, info)
+    images = nil -- luacheck: ignore 311
+    out[i] = string.format("call %.4f %d", dt * 1000, f1 - f0)
+  end
+  out[#out + 1] = string.format("rss %d %d", rss0, status_kib("VmHWM"))
+  print(table.concat(out, "\n"))
 else
   -- As peer.py does (check(generate())): no local keeps the last images
   -- alive during the next request.

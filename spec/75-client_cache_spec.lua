@@ -222,7 +222,7 @@ describe("the cache, through the client", function()
     assert.has_error(function() omixa.new{ cache_dir = dir, cache_max_bytes = 0 } end,
       "omixa: option 'cache_max_bytes' must be positive (got 0)")
     assert.has_error(function() omixa.new{ cache_max_bytes = 1000 } end,
-      "omixa: option 'cache_max_bytes' needs cache_dir (or OMIXA_CACHE_DIR)")
+      "omixa: option 'cache_max_bytes' needs cache_dir (or OMIXA_CACHE_DIR) or cache = true")
     local file = helpers.tmpdir() .. "/a-file"
     write_file(file, "x")
     local ok, err = pcall(omixa.new, { cache_dir = file .. "/sub" })

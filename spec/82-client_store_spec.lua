@@ -72,3 +72,67 @@ describe("a client with store = omixa.store.redis(...)", function()
     assert.matches("option 'store' must be an omixa.store", err)
   end)
 end)
+
+-- cache = true: results kept in the store (API.md "Sharing across workers
+-- and hosts"), read by every client that shares it.
+describe("a client with cache = true", function()
+  local srv
+  setup(function() srv = helpers.serve() end)
+  teardown(function() if srv then srv:stop() end end)
+  before_each(function() srv:reset() end)
+
+  local function client(s, extra)
+    local opts = { base_url = srv.url, api_key = "k", store = s, cache = true, max_spend = "1.00", max_retries = 0 }
+    for k, v in pairs(extra or {}) do opts[k] = v end
+    return omixa.new(opts)
+  end
+
+  it("keeps a success in the store: another client's identical request is a hit, nothing sent or billed", function()
+    local s = omixa.store.memory()
+    local a, b = client(s), client(s)
+    local images, info = assert(a:generate{ prompt = "a cached fox" })
+    assert.is_false(info.cached)
+    local spent = b:spent()
+    local again, hit = assert(b:generate{ prompt = "a cached fox" })
+    assert.same(images, again)
+    assert.is_true(hit.cached)
+    assert.equal(0, hit.attempts)
+    assert.is_nil(hit.billed_amount)
+    assert.equal(info.request_id, hit.request_id)
+    assert.equal(spent, b:spent())
+    assert.equal(1, #srv:requests())
+    assert.equal(1, srv:billing().images)
+  end)
+
+  it("a result larger than cache_max_bytes is not kept (sent again), and says why in the debug log", function()
+    local s, lines = omixa.store.memory(), {}
+    local a = client(s, { cache_max_bytes = 100, debug = function(l) lines[#lines + 1] = l end })
+    assert(a:generate{ prompt = "too big" })
+    assert(a:generate{ prompt = "too big" })
+    assert.equal(2, #srv:requests())
+    assert.matches("larger than cache_max_bytes %(100%)", table.concat(lines, "\n"))
+  end)
+
+  it("a value the store refuses (set -> false, why) is not an error", function()
+    local s = omixa.store.memory{ max_bytes = 10 }
+    local a = client(s)
+    assert(a:generate{ prompt = "refused" })
+    assert(a:generate{ prompt = "refused" })
+    assert.equal(2, #srv:requests())
+  end)
+
+  it("works with a Redis store", function()
+    local redis_srv = rh.start()
+    local ok, err = pcall(function()
+      local a = client(omixa.store.redis(redis_srv:connect()))
+      local b = client(omixa.store.redis(redis_srv:connect()))
+      local images = assert(a:generate{ prompt = "redis fox" })
+      local again, hit = assert(b:generate{ prompt = "redis fox" })
+      assert.same(images, again)
+      assert.is_true(hit.cached)
+      assert.equal(1, #srv:requests())
+    end)
+    redis_srv:stop()
+    assert(ok, err)
+  end)
+end)

@@ -41,7 +41,7 @@ local OPTIONS = {
   ca_file = { "string" }, ca_path = { "string" }, insecure = { "boolean" },
   proxy = { "string" }, user_agent = { "string" }, headers = { "table" },
   strict = { "boolean" }, allow_http = { "boolean" }, concurrency = { "integer" },
-  signing_secret = { "string" }, cache_dir = { "string" }, max_spend = { "string", "number" },
+  signing_secret = { "string" }, cache_dir = { "string" }, cache = { "boolean" }, max_spend = { "string", "number" },
   cache_max_bytes = { "integer" }, debug = { "function", "boolean" },
   store = { "table", "userdata" }, -- an omixa.store: the budget shared across workers and hosts
 }

@@ -290,7 +290,7 @@ describe("identical requests in flight at once, on one client with a cache", fun
     assert.same(without_elapsed(hit), without_elapsed(second))
     assert.equal(1, #srv:requests())
     local log = table.concat(lines, "\n")
-    assert.matches("in flight on this client: waiting for it, nothing sent", log, 1, true)
+    assert.matches("in flight: waiting for it, nothing sent", log, 1, true)
     assert.matches("shared the result of the same request: 2 images", log, 1, true)
     c:close()
   end)

@@ -136,3 +136,82 @@ describe("a client with cache = true", function()
     assert(ok, err)
   end)
 end)
+
+-- In flight across processes: two clients (two engines, as two processes
+-- would have) share one store; the second waits, polled, for the first's
+-- result in the store instead of sending.
+describe("identical requests in flight on two clients of one store (cache = true)", function()
+  local srv
+  local price = omixa.models[omixa.models.default].price
+  setup(function() srv = helpers.serve() end)
+  teardown(function() if srv then srv:stop() end end)
+  before_each(function() srv:reset() end)
+
+  local function client(s, extra)
+    local opts = { base_url = srv.url, api_key = "k", store = s, cache = true, max_retries = 0 }
+    for k, v in pairs(extra or {}) do opts[k] = v end
+    return omixa.new(opts)
+  end
+
+  local function drive(clients, jobs)
+    local left = true
+    while left do
+      left = false
+      for _, c in ipairs(clients) do c:poll() end
+      for _, j in ipairs(jobs) do if not j:done() then left = true end end
+      require("omixa.core").sleep(0.01)
+    end
+  end
+
+  it("sends one; the other gets it through the store's cache, nothing billed", function()
+    srv:faults{ { delay = 0.5 } }
+    local s = omixa.store.memory()
+    local a, b = client(s), client(s)
+    local ja = a:start{ prompt = "one fox, two workers" }
+    local jb = b:start{ prompt = "one fox, two workers" }
+    local jb2 = b:start{ prompt = "one fox, two workers" } -- waits on b's waiter
+    drive({ a, b }, { ja, jb, jb2 })
+    local ia, infoa = assert(ja:result())
+    local ib, infob = assert(jb:result())
+    local ib2, infob2 = assert(jb2:result())
+    assert.same(ia, ib)
+    assert.same(ia, ib2)
+    assert.is_false(infoa.cached)
+    assert.is_true(infob.cached)
+    assert.is_true(infob2.cached)
+    assert.equal(0, infob.attempts)
+    assert.equal(1, #srv:requests())
+    assert.equal(1, srv:billing().images)
+    assert.equal(price, b:spent()) -- one image, in the shared total
+  end)
+
+  it("when the one sent fails, the waiter sends its own (its claim ended)", function()
+    srv:faults{ { status = 400, delay = 0.3 } }
+    local s = omixa.store.memory()
+    local a, b = client(s), client(s)
+    local ja = a:start{ prompt = "fails once" }
+    local jb = b:start{ prompt = "fails once" }
+    drive({ a, b }, { ja, jb })
+    assert.is_nil((ja:result()))
+    local ib, infob = jb:result()
+    assert.is_table(ib)
+    assert.is_false(infob.cached)
+    assert.equal(2, #srv:requests())
+  end)
+
+  it("waits at most the call's timeout, then ends unsent (kind = timeout)", function()
+    local s = omixa.store.memory()
+    local b = client(s, { timeout = 0.3 })
+    -- a claim held by a process that never finishes
+    local key
+    local orig = s.claim
+    s.claim = function(self, k, ttl) key = key or k; if k == key then return false end return orig(self, k, ttl) end
+    local jb = b:start{ prompt = "never comes" }
+    drive({ b }, { jb })
+    local images, err = jb:result()
+    assert.is_nil(images)
+    assert.equal("timeout", err.kind)
+    assert.matches("in flight elsewhere", err.message)
+    assert.equal(0, #srv:requests())
+  end)
+end)

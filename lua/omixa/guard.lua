@@ -24,11 +24,12 @@
 --       omixa.store; this client's own memory store by default) for at most
 --       TTL seconds; err an omixa error, kind "budget", or "store" when the
 --       store cannot be reached (nothing sent: the budget fails closed)
---   g:fetch(key) -> images, info | nil     the look-up of a known key
+--   g:key(url, body) -> key | nil; g:fetch(key) -> images, info | nil   its parts
 --   g:finisher(hold, key) -> function(job, images, info_or_err)  omixa.engine's
 --       spec.on_finish
---   g:waiter(key, prepared) -> hooks for omixa.engine.follow: a request
---       identical to one in flight on this client (the same cache key)
+--   g:waiter(key, prepared, elsewhere) -> hooks for omixa.engine.follow: a
+--       request identical to one in flight (the same cache key; on this
+--       client, or in another process: then hooks.check reads the store)
 --       waits for it holding nothing; it shares a success as a hit (a copy,
 --       cached = true, attempts = 0, no billed_amount) and on a failure
 --       takes its own hold (g:hold) and is sent
@@ -156,9 +157,15 @@ function Guard:fetch(key)
   return images, info
 end
 
-function Guard:lookup(url, body)
+-- The cache key of a request (omixa.cache.key), nil without a cache.
+function Guard:key(url, body)
   if not self.cache and not self.shared then return nil end
-  local key = cache.key(url, body)
+  return cache.key(url, body)
+end
+
+function Guard:lookup(url, body)
+  local key = self:key(url, body)
+  if not key then return nil end
   return key, self:fetch(key)
 end
 
@@ -295,10 +302,26 @@ local function copy(v)
 end
 
 -- Hooks for a request whose twin (KEY) is in flight: see omixa.engine.follow.
-function Guard:waiter(key, prepared)
+-- ELSEWHERE = { ttl =, patience =, unclaim = } for a twin in another process:
+-- hooks.check reads the store for its result, else tries to claim KEY (ttl).
+function Guard:waiter(key, prepared, elsewhere)
   local log = self.log
-  if log then log("cache %s: the same request is in flight on this client: waiting for it, nothing sent", short(key)) end
-  local hooks = {}
+  if log then log("cache %s: the same request is in flight: waiting for it, nothing sent", short(key)) end
+  local hooks = { patience = elsewhere.patience }
+  function hooks.check(j)
+    local images, info = self:fetch(key)
+    if images then return images, info end
+    local mine, err = self.store:claim(key, elsewhere.ttl)
+    if mine == nil then
+      return false, errors.new{ kind = "store", message = "the store cannot be reached: " .. tostring(err),
+                                attempts = 0, maybe_billed = false }
+    end
+    if not mine then return nil end
+    j.spec.unclaim = elsewhere.unclaim
+    images, info = self:fetch(key) -- it may have landed just before its claim ended
+    if images then elsewhere.unclaim(); return images, info end
+    return true
+  end
   -- what a cache hit of the twin's result gives (Guard:lookup, cache:get)
   function hooks.share(images, info)
     local shared = copy(info)

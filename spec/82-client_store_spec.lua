@@ -199,6 +199,24 @@ describe("identical requests in flight on two clients of one store (cache = true
     assert.equal(2, #srv:requests())
   end)
 
+  it("a job waiting for another process: progress says waiting, close ends it as cancelled, unsent", function()
+    srv:faults{ { delay = 1 } }
+    local s = omixa.store.memory()
+    local a, b = client(s), client(s)
+    local ja = a:start{ prompt = "closed while waiting" }
+    local jb = b:start{ prompt = "closed while waiting" }
+    b:poll()
+    assert.equal("following", jb:progress().phase)
+    assert.equal(1, b:poll())
+    b:close()
+    assert.is_true(jb:done())
+    local images, err = jb:result()
+    assert.is_nil(images)
+    assert.equal("cancelled", err.kind)
+    assert(ja:wait())
+    assert.equal(1, #srv:requests())
+  end)
+
   it("waits at most the call's timeout, then ends unsent (kind = timeout)", function()
     local s = omixa.store.memory()
     local b = client(s, { timeout = 0.3 })

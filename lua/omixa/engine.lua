@@ -517,7 +517,8 @@ function check_remote(j, t, wake)
     return wake
   elseif images == true then -- it is ours to send now
     unfollow(j)
-    local resumed, err = j.hooks.resume(j)
+    local rok, resumed, err = pcall(j.hooks.resume, j)
+    if not rok then finish_raise(j, resumed); return wake end
     if not resumed then finish(j, nil, err); return wake end
     j.state = "queued"
     j.eng.queue[#j.eng.queue + 1] = j
@@ -736,7 +737,7 @@ end
 function Job:progress()
   if self.state == "following" then
     local leader = self.eng.inflight[self.spec.share_key]
-    if leader then return leader:progress() end
+    if leader and leader ~= self then return leader:progress() end
   end
   local tr = self.transfer
   if tr then
@@ -776,7 +777,13 @@ function M.close(eng)
                       maybe_billed = j.last_failure ~= nil and j.last_failure.maybe_billed })
   end
   eng.active, eng.nactive = {}, 0
-  -- waiters are finished with their leader; any left over here too
+  -- waiters are finished with their leader; any left over here too, and
+  -- those waiting for a request in flight elsewhere
+  local remote = {}
+  for j in pairs(eng.remote) do remote[#remote + 1] = j end
+  for _, j in ipairs(remote) do
+    finish_error(j, { kind = "cancelled", message = "the client was closed", sent = false, attempts = 0 })
+  end
   local waiting = eng.waiting
   eng.waiting = {}
   for _, list in pairs(waiting) do

@@ -163,12 +163,16 @@ describe("identical requests in flight on two clients of one store (cache = true
     end
   end
 
-  it("sends one; the other gets it through the store's cache, nothing billed", function()
-    srv:faults{ { delay = 0.5 } }
+  -- two clients of one memory store, each starting PROMPT, the stand-in's first answer FAULT
+  local function twins(fault, prompt)
+    srv:faults{ fault }
     local s = omixa.store.memory()
     local a, b = client(s), client(s)
-    local ja = a:start{ prompt = "one fox, two workers" }
-    local jb = b:start{ prompt = "one fox, two workers" }
+    return a, b, a:start{ prompt = prompt }, b:start{ prompt = prompt }
+  end
+
+  it("sends one; the other gets it through the store's cache, nothing billed", function()
+    local a, b, ja, jb = twins({ delay = 0.5 }, "one fox, two workers")
     local jb2 = b:start{ prompt = "one fox, two workers" } -- waits on b's waiter
     drive({ a, b }, { ja, jb, jb2 })
     local ia, infoa = assert(ja:result())
@@ -186,11 +190,7 @@ describe("identical requests in flight on two clients of one store (cache = true
   end)
 
   it("when the one sent fails, the waiter sends its own (its claim ended)", function()
-    srv:faults{ { status = 400, delay = 0.3 } }
-    local s = omixa.store.memory()
-    local a, b = client(s), client(s)
-    local ja = a:start{ prompt = "fails once" }
-    local jb = b:start{ prompt = "fails once" }
+    local a, b, ja, jb = twins({ status = 400, delay = 0.3 }, "fails once")
     drive({ a, b }, { ja, jb })
     assert.is_nil((ja:result()))
     local ib, infob = jb:result()
@@ -199,12 +199,8 @@ describe("identical requests in flight on two clients of one store (cache = true
     assert.equal(2, #srv:requests())
   end)
 
-  it("a job waiting for another process: progress says waiting, close ends it as cancelled, unsent", function()
-    srv:faults{ { delay = 1 } }
-    local s = omixa.store.memory()
-    local a, b = client(s), client(s)
-    local ja = a:start{ prompt = "closed while waiting" }
-    local jb = b:start{ prompt = "closed while waiting" }
+  it("a job waiting for another process: progress says following, close ends it as cancelled, unsent", function()
+    local _, b, ja, jb = twins({ delay = 1 }, "closed while waiting")
     b:poll()
     assert.equal("following", jb:progress().phase)
     assert.equal(1, b:poll())

@@ -222,7 +222,7 @@ describe("the cache, through the client", function()
     assert.has_error(function() omixa.new{ cache_dir = dir, cache_max_bytes = 0 } end,
       "omixa: option 'cache_max_bytes' must be positive (got 0)")
     assert.has_error(function() omixa.new{ cache_max_bytes = 1000 } end,
-      "omixa: option 'cache_max_bytes' needs cache_dir (or OMIXA_CACHE_DIR)")
+      "omixa: option 'cache_max_bytes' needs cache_dir (or OMIXA_CACHE_DIR) or cache = true")
     local file = helpers.tmpdir() .. "/a-file"
     write_file(file, "x")
     local ok, err = pcall(omixa.new, { cache_dir = file .. "/sub" })
@@ -290,7 +290,7 @@ describe("identical requests in flight at once, on one client with a cache", fun
     assert.same(without_elapsed(hit), without_elapsed(second))
     assert.equal(1, #srv:requests())
     local log = table.concat(lines, "\n")
-    assert.matches("in flight on this client: waiting for it, nothing sent", log, 1, true)
+    assert.matches("in flight: waiting for it, nothing sent", log, 1, true)
     assert.matches("shared the result of the same request: 2 images", log, 1, true)
     c:close()
   end)

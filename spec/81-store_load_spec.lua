@@ -6,8 +6,8 @@
 --   the stand-in billed at most 25 (here: exactly 25, every request costs its
 --   estimate), every other caller was refused for the budget, and the spent
 --   total in Redis is the stand-in's total to the micro-dollar;
---   50 identical requests across workers are sent once (needs the client's
---   store integration: pending until then);
+--   50 identical requests across workers are sent once (omixa_store.share:
+--   the others wait for its result in Redis);
 --   redis-server killed mid-run: only store errors, nothing sent without a
 --   hold, nothing stuck.
 -- Figures (store call latency p50/p99 from the Lua processes) are printed.
@@ -39,6 +39,32 @@ local function percentile(list, p)
   return list[math.max(1, math.ceil(#list * p))]
 end
 
+-- examples/openresty with worker_processes 4, the environment ENV (words).
+local function start_nginx(env)
+  local template = assert(helpers.read_file(root .. "/examples/openresty/nginx.conf"))
+  template = template:gsub("worker_processes 1;", "worker_processes 4;")
+  return nh.start(function(port)
+    return (template:gsub("@(%u[%u_]*)@", {
+      PORT = tostring(port),
+      LUA_PATH = root .. "/examples/openresty/?.lua;" .. root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;"
+        .. "/usr/share/lua/5.1/?.lua",
+      LUA_CPATH = root .. "/build/luajit/?.so;" .. cjson51(),
+      RESOLVER = "127.0.0.1",
+    }))
+  end, env)
+end
+
+-- N identical requests through nginx at BASE at once: their status codes.
+local function identical(base, n)
+  local words = { "curl -sS --parallel --parallel-immediate --parallel-max", tostring(n), "-w '%{http_code}\\n'" }
+  for _ = 1, n do words[#words + 1] = "-o /dev/null " .. q(base .. "/image?prompt=the%20same%20fox") end
+  local ok, _, out, err = helpers.run(table.concat(words, " "))
+  assert(ok, err)
+  local codes = {}
+  for code in out:gmatch("%d+") do codes[#codes + 1] = code end
+  return codes
+end
+
 describe("one Redis budget for 4 nginx workers and 2 Lua processes", function()
   if type(jit) ~= "table" then
     it("runs in the LuaJIT pass (nginx's Lua module embeds LuaJIT)", function()
@@ -57,17 +83,7 @@ describe("one Redis budget for 4 nginx workers and 2 Lua processes", function()
     assert(built, "make LUA=luajit core failed (" .. code .. "): " .. bout .. berr)
     srv = helpers.serve()
     redis_srv = rh.start()
-    local template = assert(helpers.read_file(root .. "/examples/openresty/nginx.conf"))
-    template = template:gsub("worker_processes 1;", "worker_processes 4;")
-    ngx_srv = nh.start(function(port)
-      return (template:gsub("@(%u[%u_]*)@", {
-        PORT = tostring(port),
-        LUA_PATH = root .. "/examples/openresty/?.lua;" .. root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;"
-          .. "/usr/share/lua/5.1/?.lua",
-        LUA_CPATH = root .. "/build/luajit/?.so;" .. cjson51(),
-        RESOLVER = "127.0.0.1",
-      }))
-    end, "OMIXA_BASE_URL=" .. q(srv.url) .. " OMIXA_REDIS=127.0.0.1:" .. redis_srv.port
+    ngx_srv = start_nginx("OMIXA_BASE_URL=" .. q(srv.url) .. " OMIXA_REDIS=127.0.0.1:" .. redis_srv.port
       .. " OMIXA_MAX_SPEND=" .. budget.format(limit))
     base, dir = ngx_srv.base, ngx_srv.dir
   end)
@@ -132,23 +148,26 @@ describe("one Redis budget for 4 nginx workers and 2 Lua processes", function()
     assert.equal(FITS, sent)
     assert.equal(FITS, count["200"] + count.ok)
     local spent = tonumber((select(3, helpers.run("curl -sS " .. q(base .. "/spent"))):match("%d+")))
-    assert.equal(sent * est, spent) -- the stand-in's total (price x images) to the micro-dollar
+    local billing = srv:billing()
+    assert.equal(FITS, billing.images)
+    assert.equal(budget.parse(billing.billed_amount), spent) -- the stand-in's total to the micro-dollar
     for _, s in ipairs(spent_lua) do assert.truthy(s <= spent) end
     assert.truthy(billed_lua <= spent)
   end)
 
   it("50 identical requests across workers are sent once", function()
-    local _, _, out = helpers.run(helpers.lua_cmd(
-      "print(pcall(require('omixa').new, { api_key = 'k', store = require('omixa').store.memory(), cache = true }))"))
-    if not out:match("^true") then
-      pending("needs the client's store integration (client option store, cache = true)")
-      return
-    end
     srv:faults{ { delay = 1 } }
-    local ok, _, res = helpers.run(nginx_words(50, "the%20same%20fox"))
-    assert(ok)
-    for code in res:gmatch("%d+") do assert.equal("200", code) end
+    local t0 = require("omixa.core").now()
+    local codes = identical(base, 50)
+    local wall = require("omixa.core").now() - t0
+    assert.equal(50, #codes)
+    for _, code in ipairs(codes) do assert.equal("200", code) end
     assert.equal(1, #srv:requests())
+    assert.equal(1, srv:billing().images) -- what the stand-in billed
+    local spent = tonumber((select(3, helpers.run("curl -sS " .. q(base .. "/spent"))):match("%d+")))
+    assert.equal(est, spent)
+    print(("\n  in flight: 50 identical requests over 4 workers in %.2f s: %d sent, %d billed image")
+      :format(wall, #srv:requests(), srv:billing().images))
   end)
 
   it("redis-server killed mid-run: only store errors, nothing sent without a hold, nothing stuck", function()
@@ -182,5 +201,35 @@ describe("one Redis budget for 4 nginx workers and 2 Lua processes", function()
     assert.matches("\n503$", body)
     assert.equal(sent, #srv:requests())
     redis_srv:restart()
+  end)
+end)
+
+describe("50 identical requests across 4 nginx workers sharing a lua_shared_dict", function()
+  if type(jit) ~= "table" then
+    it("runs in the LuaJIT pass (nginx's Lua module embeds LuaJIT)", function()
+      pending("luajit /usr/bin/busted spec/81-store_load_spec.lua")
+    end)
+    return
+  end
+  local srv, ngx_srv
+  setup(function()
+    srv = helpers.serve()
+    ngx_srv = start_nginx("OMIXA_BASE_URL=" .. q(srv.url))
+  end)
+  teardown(function()
+    if ngx_srv then ngx_srv:stop() end
+    if srv then srv:stop() end
+  end)
+
+  it("are sent once; the others get its result from the shared dict", function()
+    srv:faults{ { delay = 1 } }
+    local codes = identical(ngx_srv.base, 50)
+    assert.equal(50, #codes)
+    for _, code in ipairs(codes) do assert.equal("200", code) end
+    assert.equal(1, #srv:requests())
+    assert.equal(1, srv:billing().images)
+    -- and later: a hit in the shared dict, nothing sent
+    assert.same({ "200" }, identical(ngx_srv.base, 1))
+    assert.equal(1, #srv:requests())
   end)
 end)

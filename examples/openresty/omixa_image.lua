@@ -58,8 +58,18 @@ local function exchange(req)
   return client:parse(res.status, res.body or "", res.header, fetch)
 end
 
+local function answer(images, info)
+  local img = info.images[1]
+  ngx.header["Content-Type"] = img.mime
+  ngx.header["X-Request-Id"] = info.request_id
+  if info.cached then ngx.header["X-Omixa-Cached"] = "1" end
+  ngx.print(images[1])
+end
+
 function M.handle()
-  client = client or omixa.new()
+  -- cache = true: prepare gives the request's cache_key, the identity under
+  -- which omixa_store shares it with every worker
+  client = client or omixa.new{ cache = true }
   local args = ngx.req.get_uri_args()
   local request = { prompt = args.prompt, aspect_ratio = args.aspect_ratio, size = args.size,
                     output_format = args.format, model = args.model }
@@ -70,13 +80,23 @@ function M.handle()
   if not ok then return fail(400, tostring(req)) end -- misuse: the message names the field
   if not req then return fail(500, tostring(perr)) end -- config: no key, ...
 
+  -- the same request in flight in any worker: wait for its result
+  local key = req.cache_key
+  local shared, serr, skind = omixa_store.share(key, 300)
+  if not shared then return fail(skind == "store" and 503 or 504, serr) end -- nothing sent
+  if shared ~= true then return answer(shared, serr) end
+
   local hold, herr, hkind = omixa_store.reserve(request.model or client.model, 1)
-  if not hold then return fail(hkind == "budget" and 402 or 503, herr) end -- nothing sent
+  if not hold then omixa_store.drop(key); return fail(hkind == "budget" and 402 or 503, herr) end -- nothing sent
 
   local images, info
   for attempt = 1, MAX_ATTEMPTS do
     images, info = exchange(req)
-    if not info then return fail(502, "omixa: the service's answer was cut short (it may have been billed)") end
+    if not info then
+      omixa_store.drop(key)
+      omixa_store.settle(hold, nil)
+      return fail(502, "omixa: the service's answer was cut short (it may have been billed)")
+    end
     if images or not RETRY[info.status] or attempt == MAX_ATTEMPTS then break end
     local wait = info.retry_after or min(0.5 * 2 ^ (attempt - 1), 8)
     if wait > 10 then break end -- say so to our client instead
@@ -88,16 +108,14 @@ function M.handle()
   if images then billed = omixa_store.micros(info.billed_amount or "")
   elseif info and not info.maybe_billed then billed = 0 end
   omixa_store.settle(hold, billed)
+  if images then omixa_store.keep(key, images, info) else omixa_store.drop(key) end
   if not images then
     ngx.log(ngx.WARN, tostring(info))
     local status = (info.status == 429 or info.status == 503) and info.status or 502
     if info.retry_after then ngx.header["Retry-After"] = tostring(ceil(info.retry_after)) end
     return fail(status, tostring(info))
   end
-  local img = info.images[1]
-  ngx.header["Content-Type"] = img.mime
-  ngx.header["X-Request-Id"] = info.request_id
-  ngx.print(images[1])
+  answer(images, info)
 end
 
 -- The subrequest's URL, and exactly the headers omixa prepared (the

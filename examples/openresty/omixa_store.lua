@@ -12,6 +12,8 @@
 --   omixa_store.settle(hold, billed)   billed: micros (omixa_store.micros)
 --   omixa_store.estimate(model, n) -> micros
 --   omixa_store.spent() -> micros | nil, err
+--   omixa_store.share(key, patience) / keep(key, images, info) / drop(key)
+--       identical requests in flight sent once (below)
 --
 -- A hold whose worker dies expires after HOLD_TTL seconds (the proxy's
 -- read timeout, 300 s, plus 60 s).
@@ -86,6 +88,58 @@ end
 
 function M.spent()
   return open():spent()
+end
+
+-- ---- identical requests in flight: sent once across workers and hosts ----
+-- KEY is req.cache_key of client:prepare (a client with cache = true). The
+-- one who sends keeps the result in the store (omixa.cache's entry format);
+-- the others wait for it there, checking every WAIT_EVERY seconds (ngx.sleep
+-- yields: the worker serves everything else), or for the claim to end.
+local cache = require "omixa.cache"
+local WAIT_EVERY, VALUE_MAX = 0.05, 32 * 1024 * 1024
+
+local function cached(s, key)
+  local text = s:get(key)
+  if text then return cache.decode(key, text) end
+end
+
+-- -> images, info (kept by another: cached = true) | true (ours to send:
+-- then M.keep or M.drop) | nil, message, "store" | "timeout"
+function M.share(key, patience)
+  local s, waited = open(), 0
+  while true do
+    local images, info = cached(s, key)
+    if images then return images, info end
+    local mine, err = s:claim(key, HOLD_TTL)
+    if mine == nil then return nil, "omixa: the store cannot be reached: " .. tostring(err), "store" end
+    if mine then
+      images, info = cached(s, key) -- kept just before its claim ended
+      if not images then return true end
+      s:unclaim(key)
+      return images, info
+    end
+    if waited >= patience then
+      return nil, format("omixa: waited %g s for the same request in flight elsewhere", waited), "timeout"
+    end
+    ngx.sleep(WAIT_EVERY)
+    waited = waited + WAIT_EVERY
+  end
+end
+
+-- The result of the request sent for KEY, for those waiting; the claim ends.
+function M.keep(key, images, info)
+  local s = open()
+  local text = cache.encode(key, images, info)
+  if text and #text <= VALUE_MAX then
+    local ok, why = s:set(key, text)
+    if not ok then ngx.log(ngx.WARN, "omixa: result not kept: ", tostring(why)) end
+  end
+  s:unclaim(key)
+end
+
+-- The request sent for KEY failed: the claim ends (a waiter sends its own).
+function M.drop(key)
+  open():unclaim(key)
 end
 
 return M

@@ -14,6 +14,9 @@
 --   c:put(key, images, info) -> true | nil, message
 --       stores a success (images: non-empty array of byte strings); the
 --       per-call fields attempts, elapsed and cached are not stored
+--   cache.encode(key, images, info) -> text | nil, message   an entry's text
+--   cache.decode(key, text) -> images, info | nil, "corrupt: ..."
+--       the same entry format for a value kept in an omixa.store (cache = true)
 --
 -- Entry file: <dir>/<key>.entry, written whole to a temporary file in the
 -- same directory (<dir>/.tmp-<key prefix>-<random>) and renamed over the
@@ -179,17 +182,15 @@ function Cache:get(key)
   if not f then return nil, "miss" end
   local data = f:read("*a")
   f:close()
-  local images, info = decode(key, data or "")
+  local images, info = cache.decode(key, data)
   if not images then
     -- Written only by rename, an entry is never half-written: this one is
     -- damaged. (A writer renaming a good entry over it just now would lose
     -- that entry: a miss later, never a wrong result.)
     remove(path)
-    return nil, "corrupt: " .. info
+    return nil, info
   end
   self.lfs.touch(path)
-  info.cached = true
-  info.attempts = 0
   return images, info
 end
 
@@ -242,32 +243,46 @@ local function evict(self, keep)
   end
 end
 
-function Cache:put(key, images, info)
-  check_key(key, "put")
+-- The entry text of a success (the layout above): TEXT, or nil, message.
+-- Also the value a store keeps for `cache = true` (omixa.store: s:set).
+function cache.encode(key, images, info)
   if type(images) ~= "table" or #images == 0 then
-    error("omixa: cache:put: images must be a non-empty array of byte strings", 2)
+    error("omixa: cache:put: images must be a non-empty array of byte strings", 3)
   end
   for i, img in ipairs(images) do
     if type(img) ~= "string" or img == "" then
-      error(format("omixa: cache:put: images[%d] must be a non-empty string", i), 2)
+      error(format("omixa: cache:put: images[%d] must be a non-empty string", i), 3)
     end
   end
-  if type(info) ~= "table" then error("omixa: cache:put: info must be a table", 2) end
+  if type(info) ~= "table" then error("omixa: cache:put: info must be a table", 3) end
   local stored = {}
   for k, v in pairs(info) do
     if not PER_CALL[k] then stored[k] = v end
   end
   local json, jerr = cjson.encode(stored)
   if not json then return nil, "cannot store the info as JSON: " .. tostring(jerr) end
-  local words, size = { key, tostring(#json), tostring(#images) }, #json
-  for _, img in ipairs(images) do
-    words[#words + 1] = tostring(#img)
-    size = size + #img
-  end
+  local words = { key, tostring(#json), tostring(#images) }
+  for _, img in ipairs(images) do words[#words + 1] = tostring(#img) end
   local signed = concat(words, " ")
   local sum = core.sha256(signed, json, unpack(images))
-  local header = MAGIC .. signed .. " " .. sum .. "\n"
-  size = size + #header
+  return concat({ MAGIC, signed, " ", sum, "\n", json, unpack(images) })
+end
+
+-- The images and info of entry TEXT for KEY (cached = true, attempts = 0),
+-- or nil, why ("corrupt: ...").
+function cache.decode(key, text)
+  local images, info = decode(key, text or "")
+  if not images then return nil, "corrupt: " .. info end
+  info.cached = true
+  info.attempts = 0
+  return images, info
+end
+
+function Cache:put(key, images, info)
+  check_key(key, "put")
+  local text, terr = cache.encode(key, images, info)
+  if not text then return nil, terr end
+  local size = #text
   if size > self.max_bytes then
     return nil, format("the entry (%d bytes) is larger than the cache's max_bytes (%d)", size, self.max_bytes)
   end
@@ -276,11 +291,7 @@ function Cache:put(key, images, info)
   local tmp = format("%s/.tmp-%s-%s", self.dir, sub(key, 1, 16), random_hex())
   local f, err = open(tmp, "wb")
   if not f then return nil, "cannot write the cache entry: " .. tostring(err) end
-  local ok, werr = f:write(header, json)
-  for i = 1, #images do
-    if not ok then break end
-    ok, werr = f:write(images[i])
-  end
+  local ok, werr = f:write(text)
   local closed, cerr = f:close()
   if not ok or not closed then
     remove(tmp)

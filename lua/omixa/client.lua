@@ -41,7 +41,7 @@ local OPTIONS = {
   ca_file = { "string" }, ca_path = { "string" }, insecure = { "boolean" },
   proxy = { "string" }, user_agent = { "string" }, headers = { "table" },
   strict = { "boolean" }, allow_http = { "boolean" }, concurrency = { "integer" },
-  signing_secret = { "string" }, cache_dir = { "string" }, max_spend = { "string", "number" },
+  signing_secret = { "string" }, cache_dir = { "string" }, cache = { "boolean" }, max_spend = { "string", "number" },
   cache_max_bytes = { "integer" }, debug = { "function", "boolean" },
   store = { "table", "userdata" }, -- an omixa.store: the budget shared across workers and hosts
 }
@@ -408,7 +408,8 @@ local function launch(self, prepared, body, co, streaming)
   --  there is a spec to send should it fail.)
   spec.share_key = key
   if key then
-    local mine, serr = g:claim(key, spec.deadline or (co.timeout or self.timeout) + 60)
+    local claim_ttl = spec.deadline or (co.timeout or self.timeout) + 60
+    local mine, serr = g:claim(key, claim_ttl)
     if mine == nil then
       return refuse(errors.new{ kind = "store", message = "the store cannot be reached: " .. tostring(serr),
                                 attempts = 0 })
@@ -416,8 +417,15 @@ local function launch(self, prepared, body, co, streaming)
     -- whoever sends it last on this client ends the claim (a waiter that
     -- sends after a failure inherits it); a claim of another process is
     -- not ours to end
-    if mine or engine.leader(eng, key) then spec.unclaim = function() g:unclaim(key) end end
-    if not mine and engine.leader(eng, key) then return engine.follow(eng, spec, g:waiter(key, prepared)) end
+    local unclaim = function() g:unclaim(key) end
+    if mine or engine.leader(eng, key) then spec.unclaim = unclaim end
+    -- not ours: it waits, for the twin on this client or, in flight in
+    -- another process, for its result in the store (checked on poll) or its
+    -- claim's end, when it is sent by the usual rules
+    if not mine then
+      return engine.follow(eng, spec, g:waiter(key, prepared, {
+        ttl = claim_ttl, patience = spec.deadline or co.timeout or self.timeout, unclaim = unclaim }))
+    end
   end
 
   -- (2, again: only a request that will be sent holds budget.) The budget
@@ -543,6 +551,9 @@ function Client:prepare(request, call_opts)
   local lines = wire.header_lines(key, prepared.headers, streaming, buf)
   local sign = add_signer(self, {}, prepared.headers).extra_headers
   for _, line in ipairs(sign and sign("POST", url, buf) or {}) do lines[#lines + 1] = line end
+  -- with a cache: the request's cache key, for a caller that does its own
+  -- I/O and shares results through a store (examples/openresty)
+  local cache_key = g:key(wire.identity(url, prepared.headers), buf)
   local body = buf:string() -- the contract: plain data, the body a string
   buf:close()
   local headers = {}
@@ -551,7 +562,7 @@ function Client:prepare(request, call_opts)
     headers[k] = v
   end
   headers["User-Agent"] = headers["User-Agent"] or self.user_agent
-  return { method = "POST", url = url, headers = headers, body = body }
+  return { method = "POST", url = url, headers = headers, body = body, cache_key = cache_key }
 end
 
 -- The headers to send with an image url of a parse's answer through the

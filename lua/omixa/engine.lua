@@ -55,6 +55,7 @@ function M.new(opts)
     streaming = {},    -- job -> true: a stream read as it arrives
     inflight = {},     -- share key -> the unfinished job sending that request
     waiting = {},      -- share key -> jobs waiting for it, in order (M.follow)
+    remote = {},       -- jobs waiting for a request in flight elsewhere (M.follow, hooks.check)
     nwaiting = 0,
     pending_raise = nil,
     closed = false,
@@ -125,12 +126,13 @@ local function release_slot(eng, j)
   end
 end
 
-local settle_waiters
+local settle_waiters, check_remote
 
 -- J, waiting for an identical request (M.follow), stops waiting.
 local function unfollow(j)
   local eng, key = j.eng, j.spec.share_key
   eng.nwaiting = eng.nwaiting - 1
+  eng.remote[j] = nil
   local list = eng.waiting[key]
   if not list then return end
   for k, w in ipairs(list) do
@@ -497,6 +499,39 @@ end
 -- One round: wait up to TIMEOUT seconds for I/O (0: none), handle finished
 -- transfers and due back-offs, start queued jobs. Raises the first callback
 -- error of the round once the round is complete.
+-- J waits for a request in flight in another process (M.follow with
+-- hooks.check): at T, once its next check is due, ask hooks.check; returns
+-- the time the engine must wake next (min of WAKE and J's next check).
+local CHECK_EVERY = 0.05
+function check_remote(j, t, wake)
+  if j.limit_at and t >= j.limit_at then
+    finish_error(j, { kind = "timeout", sent = false, attempts = 0,
+                      message = format("waited %.1f s for the same request in flight elsewhere", t - j.started) })
+    return wake
+  end
+  if t < j.next_check then return min(wake or huge, j.next_check) end
+  local ok, images, info = pcall(j.hooks.check, j)
+  if not ok then finish_raise(j, images); return wake end
+  if images == false then -- it cannot wait (the store cannot be reached)
+    finish(j, nil, info)
+    return wake
+  elseif images == true then -- it is ours to send now
+    unfollow(j)
+    local rok, resumed, err = pcall(j.hooks.resume, j)
+    if not rok then finish_raise(j, resumed); return wake end
+    if not resumed then finish(j, nil, err); return wake end
+    j.state = "queued"
+    j.eng.queue[#j.eng.queue + 1] = j
+    return wake
+  elseif images then
+    info.elapsed = now() - j.started
+    finish(j, images, info)
+    return wake
+  end
+  j.next_check = t + CHECK_EVERY
+  return min(wake or huge, j.next_check, j.limit_at or huge)
+end
+
 function M.drive(eng, timeout)
   if eng.closed then error("omixa: the client is closed", 3) end
   local finished = eng.multi:poll(timeout or 0)
@@ -526,6 +561,13 @@ function M.drive(eng, timeout)
     if j.state == "backoff" then
       if j.wait_until <= t then send_attempt(j)
       else wake = min(wake or huge, j.wait_until) end
+    end
+  end
+  if next(eng.remote) then
+    local due = {} -- a copy: checking one may end others
+    for j in pairs(eng.remote) do due[#due + 1] = j end
+    for _, j in ipairs(due) do
+      if eng.remote[j] then wake = check_remote(j, t, wake) end
     end
   end
   start_queued(eng)
@@ -577,6 +619,11 @@ end
 -- SPEC as this job (queued; the others waiting then wait for it), nil
 -- finishes it with ERR. hooks.on_finish is spec.on_finish until resume
 -- replaces it. Cancelling this job leaves the leader alone.
+-- With hooks.check and no leader in ENG (the request is in flight in another
+-- process), the job leads ENG's identical requests and, every CHECK_EVERY
+-- seconds from poll, calls hooks.check(job) -> images, info (the result
+-- appeared: share it) | true (ours to send now: hooks.resume, then sent) |
+-- false, err (end with ERR) | nil (wait on); after hooks.patience seconds it ends as a timeout, unsent.
 function M.follow(eng, spec, hooks)
   local key = spec.share_key
   spec.on_finish = hooks.on_finish
@@ -584,10 +631,20 @@ function M.follow(eng, spec, hooks)
                            hooks = hooks }, Job)
   j.started = now()
   if spec.deadline then j.deadline_at = j.started + spec.deadline end
+  eng.nwaiting = eng.nwaiting + 1
+  if hooks.check and not eng.inflight[key] then
+    -- in flight elsewhere: this job checks for it (and leads the identical
+    -- requests of this engine, which wait for it)
+    j.limit_at = hooks.patience and j.started + hooks.patience
+    j.next_check = j.started + CHECK_EVERY
+    eng.inflight[key] = j
+    eng.remote[j] = true
+    eng.multi:wake_at(j.next_check)
+    return j
+  end
   local list = eng.waiting[key]
   if not list then list = {}; eng.waiting[key] = list end
   list[#list + 1] = j
-  eng.nwaiting = eng.nwaiting + 1
   return j
 end
 
@@ -680,7 +737,7 @@ end
 function Job:progress()
   if self.state == "following" then
     local leader = self.eng.inflight[self.spec.share_key]
-    if leader then return leader:progress() end
+    if leader and leader ~= self then return leader:progress() end
   end
   local tr = self.transfer
   if tr then
@@ -720,7 +777,13 @@ function M.close(eng)
                       maybe_billed = j.last_failure ~= nil and j.last_failure.maybe_billed })
   end
   eng.active, eng.nactive = {}, 0
-  -- waiters are finished with their leader; any left over here too
+  -- waiters are finished with their leader; any left over here too, and
+  -- those waiting for a request in flight elsewhere
+  local remote = {}
+  for j in pairs(eng.remote) do remote[#remote + 1] = j end
+  for _, j in ipairs(remote) do
+    finish_error(j, { kind = "cancelled", message = "the client was closed", sent = false, attempts = 0 })
+  end
   local waiting = eng.waiting
   eng.waiting = {}
   for _, list in pairs(waiting) do

@@ -14,7 +14,9 @@
 --       caller of omixa.new); opts are the client's checked options;
 --       current_key() -> the key last used, masked in every log line
 --   g.log                                  debuglog function, or nil
---   g:lookup(url, body) -> key, images, info   key nil without a cache;
+--   g:lookup(url, body) -> key, images, info   key nil without a cache
+--       (cache_dir, or cache = true: results kept in the store, each value
+--       in omixa.cache's entry format, up to cache_max_bytes, 32 MiB default);
 --       images, info on a hit (info.cached = true, attempts = 0, and no
 --       billed_amount: nothing was billed for this call)
 --   g:hold(prepared [, ttl]) -> hold | nil, err    the catalog's price x n of the
@@ -22,10 +24,12 @@
 --       omixa.store; this client's own memory store by default) for at most
 --       TTL seconds; err an omixa error, kind "budget", or "store" when the
 --       store cannot be reached (nothing sent: the budget fails closed)
+--   g:key(url, body) -> key | nil; g:fetch(key) -> images, info | nil   its parts
 --   g:finisher(hold, key) -> function(job, images, info_or_err)  omixa.engine's
 --       spec.on_finish
---   g:waiter(key, prepared) -> hooks for omixa.engine.follow: a request
---       identical to one in flight on this client (the same cache key)
+--   g:waiter(key, prepared, elsewhere) -> hooks for omixa.engine.follow: a
+--       request identical to one in flight (the same cache key; on this
+--       client, or in another process: then hooks.check reads the store)
 --       waits for it holding nothing; it shares a success as a hit (a copy,
 --       cached = true, attempts = 0, no billed_amount) and on a failure
 --       takes its own hold (g:hold) and is sent
@@ -62,6 +66,7 @@ Guard.__name = "omixa.guard"
 Guard.__tostring = function() return "omixa.guard" end
 
 local GiB = 1024 * 1024 * 1024
+local STORE_VALUE_MAX = 32 * 1024 * 1024
 
 local function env(name)
   local v = getenv(name)
@@ -110,11 +115,17 @@ function guard.new(opts, current_key)
     local c, err = cache.new{ dir = dir, max_bytes = opts.cache_max_bytes or GiB }
     if not c then misuse("omixa: cache_dir: " .. err) end
     g.cache = c
-  elseif opts.cache_max_bytes then
-    misuse("omixa: option 'cache_max_bytes' needs cache_dir (or OMIXA_CACHE_DIR)")
+  end
+  -- cache = true: results kept in the store too (each value up to
+  -- cache_max_bytes, 32 MiB by default), the way identical requests in
+  -- other processes get the result they waited for
+  if opts.cache then
+    g.shared = opts.cache_max_bytes or STORE_VALUE_MAX
+  elseif opts.cache_max_bytes and not dir then
+    misuse("omixa: option 'cache_max_bytes' needs cache_dir (or OMIXA_CACHE_DIR) or cache = true")
   end
   if g.log then
-    g.log("client: cache %s, max_spend %s, signing %s", g.cache and g.cache.dir or "off",
+    g.log("client: cache %s, max_spend %s, signing %s", g.cache and g.cache.dir or (g.shared and "store" or "off"),
       g.limited and (b:limit() .. " USD") or "none", g.secret and "on" or "off")
   end
   return g
@@ -122,24 +133,62 @@ end
 
 local function short(key) return sub(key, 1, 12) end
 
-function Guard:lookup(url, body)
-  local c = self.cache
-  if not c then return nil end
-  local t0 = now()
-  local key = c:key(url, body)
-  local images, info = c:get(key)
-  local log = self.log
+-- A cached result for KEY: the cache_dir's, else the store's (cache =
+-- true); images, info (cached = true, attempts = 0, no billed_amount) or nil.
+function Guard:fetch(key)
+  local t0, log = now(), self.log
+  local images, info = nil, "miss"
+  if self.cache then images, info = self.cache:get(key) end
+  if not images and self.shared then
+    local text, err = self.store:get(key)
+    if text then images, info = cache.decode(key, text)
+    elseif err then info = "the store cannot be reached: " .. tostring(err) end
+  end
   if not images then
     if log then
       if info == "miss" then log("cache miss %s", short(key))
-      else log("cache %s: %s; removed, counted as a miss", short(key), info) end
+      else log("cache %s: %s; counted as a miss", short(key), info) end
     end
-    return key
+    return nil
   end
   info.billed_amount = nil
   info.elapsed = now() - t0
   if log then log("cache hit %s: %d image%s, nothing sent", short(key), #images, #images == 1 and "" or "s") end
-  return key, images, info
+  return images, info
+end
+
+-- The cache key of a request (omixa.cache.key), nil without a cache.
+function Guard:key(url, body)
+  if not self.cache and not self.shared then return nil end
+  return cache.key(url, body)
+end
+
+function Guard:lookup(url, body)
+  local key = self:key(url, body)
+  if not key then return nil end
+  return key, self:fetch(key)
+end
+
+-- Keep a success for KEY: in cache_dir, and in the store with cache = true
+-- (not kept when larger than cache_max_bytes or the store refuses it).
+-- Returns the reasons it was not kept, or nil.
+local function keep(self, key, images, info)
+  local why = {}
+  if self.cache then
+    local ok, err = self.cache:put(key, images, info)
+    if not ok then why[#why + 1] = "cache_dir: " .. tostring(err) end
+  end
+  if self.shared then
+    local text, err = cache.encode(key, images, info)
+    local ok = false
+    if text and #text > self.shared then
+      err = format("the result (%d bytes) is larger than cache_max_bytes (%d)", #text, self.shared)
+    elseif text then
+      ok, err = self.store:set(key, text)
+    end
+    if not ok then why[#why + 1] = "store: " .. tostring(err) end
+  end
+  return why[1] and table.concat(why, "; ") or nil
 end
 
 -- The catalog's price x n for a prepared request (omixa.schema.check), n
@@ -215,22 +264,21 @@ end
 -- An attempt whose outcome was unknown and that retry_unknown sent again
 -- (job.unknown_outcomes) may have been billed too: each counts the estimate.
 function Guard:finisher(h, key)
-  local log, c, b = self.log, self.cache, self.budget
+  local log, b = self.log, self.budget
   return function(j, images, res)
     local extra = j.unknown_outcomes or 0
     for _ = 1, extra do b:add(budget.format(h.micros)) end
     if images then
       local billed_ok, why = h:capture(res.billed_amount)
-      local stored, err
-      if c and key then stored, err = c:put(key, images, res) end
+      local unkept = key and keep(self, key, images, res)
       if log then
         log("done: %d image%s, %d attempt%s, %.3fs, billed %s%s; spent %s USD", #images, #images == 1 and "" or "s",
           res.attempts or 0, res.attempts == 1 and "" or "s", res.elapsed or 0, tostring(res.billed_amount),
           extra > 0 and format(" (and %d attempt%s of unknown outcome counted at the estimate)", extra,
             extra == 1 and "" or "s") or "", b:spent())
         if not billed_ok then log("budget: %s", why) end
-        if c and key then
-          if stored then log("cache put %s", short(key)) else log("cache put %s failed: %s", short(key), err) end
+        if key then
+          if unkept then log("cache put %s failed: %s", short(key), unkept) else log("cache put %s", short(key)) end
         end
       end
     else
@@ -254,10 +302,26 @@ local function copy(v)
 end
 
 -- Hooks for a request whose twin (KEY) is in flight: see omixa.engine.follow.
-function Guard:waiter(key, prepared)
+-- ELSEWHERE = { ttl =, patience =, unclaim = } for a twin in another process:
+-- hooks.check reads the store for its result, else tries to claim KEY (ttl).
+function Guard:waiter(key, prepared, elsewhere)
   local log = self.log
-  if log then log("cache %s: the same request is in flight on this client: waiting for it, nothing sent", short(key)) end
-  local hooks = {}
+  if log then log("cache %s: the same request is in flight: waiting for it, nothing sent", short(key)) end
+  local hooks = { patience = elsewhere.patience }
+  function hooks.check(j)
+    local images, info = self:fetch(key)
+    if images then return images, info end
+    local mine, err = self.store:claim(key, elsewhere.ttl)
+    if mine == nil then
+      return false, errors.new{ kind = "store", message = "the store cannot be reached: " .. tostring(err),
+                                attempts = 0, maybe_billed = false }
+    end
+    if not mine then return nil end
+    j.spec.unclaim = elsewhere.unclaim
+    images, info = self:fetch(key) -- it may have landed just before its claim ended
+    if images then elsewhere.unclaim(); return images, info end
+    return true
+  end
   -- what a cache hit of the twin's result gives (Guard:lookup, cache:get)
   function hooks.share(images, info)
     local shared = copy(info)

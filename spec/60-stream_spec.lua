@@ -268,8 +268,10 @@ describe("core.sse_parser", function()
       end
     end
     local raised = false
-    -- a collector that runs often, so that its finalizers run inside feed
-    local pause, stepmul = collectgarbage("setpause", 10), collectgarbage("setstepmul", 1000)
+    -- a collector that runs all the time and does a whole cycle in a step
+    -- or two, so that its finalizers run inside feed however big the heap
+    -- (a full run's is far bigger than this file's alone)
+    local pause, stepmul = collectgarbage("setpause", 10), collectgarbage("setstepmul", 1000000)
     finally(function()
       fuse.armed = false
       collectgarbage("setpause", pause)

@@ -387,6 +387,8 @@ typedef struct sse_ud {
     omx_buf scratch, rest;  /* images mode: decoded image, rest text */
     size_t max;
     int images;
+    int in_feed;            /* set for the whole of parser:feed: still set at
+                               the next call when an error left it midway */
 } sse_ud;
 
 static sse_ud *check_parser(lua_State *L)
@@ -434,6 +436,7 @@ static int l_sse_parser(lua_State *L)
     omx_buf_init(&u->scratch);
     omx_buf_init(&u->rest);
     u->images = images;
+    u->in_feed = 0;
     u->max = (size_t)max;
     luaL_getmetatable(L, OMX_SSE_PARSER);
     lua_setmetatable(L, -2);
@@ -546,6 +549,12 @@ static int parser_feed(lua_State *L)
     const char *s = omx_checkbytes(L, 2, &n);
     feed_ctx c;
     int rc;
+    /* An error raised anywhere inside an earlier feed (a finalizer, out of
+     * memory) leaves the parser dead until reset, even one raised before the
+     * chunk was touched: one rule a caller can rely on. */
+    if (u->in_feed)
+        return luaL_error(L, OMX_SSE_PARSER ": %s; reset it", omx_sse_strerror(OMX_SSE_EABANDONED));
+    u->in_feed = 1;
     lua_settop(L, 2);
     lua_newtable(L);
     c.L = L;
@@ -555,6 +564,7 @@ static int parser_feed(lua_State *L)
     c.images = 0;
     c.nimages = 0;
     rc = omx_sse_feed(u->p, s, n, feed_event, &c);
+    u->in_feed = 0;
     switch (rc) {
     case OMX_SSE_OK:
         return 1;
@@ -601,6 +611,7 @@ static int parser_reset(lua_State *L)
         return luaL_error(L, "not enough memory");
     omx_sse_free(u->p);
     u->p = p;
+    u->in_feed = 0;
     omx_buf_free(&u->scratch);
     omx_buf_free(&u->rest);
     lua_settop(L, 1);
